@@ -1,0 +1,5 @@
+import sys
+
+from mechuri.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""Mechuri's model package: prompt format, loading, generation, training. It knows nothing of Telegram or SQL.
+
+This is the public API that `bot/` and the CLI use. Names resolve lazily, so `import model` stays cheap and torch is
+imported only when something that needs it is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    # pure Python
+    "build_prompt": "model.prompt",
+    "neutralise": "model.prompt",
+    "BuiltPrompt": "model.prompt",
+    "PromptTurn": "model.prompt",
+    "GenerationRequest": "model.types",
+    "GenerationResult": "model.types",
+    "AdapterInfo": "model.types",
+    "GeneratorInfo": "model.types",
+    "ModelError": "model.types",
+    "ModelLoadError": "model.types",
+    "AdapterError": "model.types",
+    "GeneratorBusy": "model.types",
+    "GeneratorClosed": "model.types",
+    "Dish": "model.dishes",
+    "DishCatalog": "model.dishes",
+    # torch
+    "load_model": "model.loading",
+    "load_tokenizer": "model.loading",
+    "LoadedModel": "model.loading",
+    "Generator": "model.generator",
+    "GenerationStream": "model.generator",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from model.dishes import Dish, DishCatalog
+    from model.generator import GenerationStream, Generator
+    from model.loading import LoadedModel, load_model, load_tokenizer
+    from model.prompt import BuiltPrompt, PromptTurn, build_prompt, neutralise
+    from model.types import (
+        AdapterError,
+        AdapterInfo,
+        GenerationRequest,
+        GenerationResult,
+        GeneratorBusy,
+        GeneratorClosed,
+        GeneratorInfo,
+        ModelError,
+        ModelLoadError,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
