@@ -148,7 +148,7 @@ def fit_examples(model, tokenizer, qa: Sequence[tuple[str, str, str]], *, steps:
     rows = []
     for question, context, answer in qa:
         prompt, target = format_example(question, context, answer)
-        rows.append(tokenizer.encode(prompt + target, add_special_tokens=False) + [eos])
+        rows.append([*tokenizer.encode(prompt + target, add_special_tokens=False), eos])
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100)
