@@ -14,6 +14,8 @@ import sys
 # (module, attribute): each `register(subparsers)` adds its commands and sets `func(args) -> int`.
 COMMAND_GROUPS: tuple[str, ...] = (
     "model.cli",
+    "model.train_cli",
+    "model.demo_cli",
     "bot.cli",
     "dataset_builder.cli",
 )

@@ -134,9 +134,22 @@ def default_dtype(quantization: str, device: str) -> Any:
     return torch.bfloat16 if quantization == "4bit" else torch.float32
 
 
+def quiet_transformers() -> None:
+    """Progress bars and deprecation chatter from loading a 2 MB model drown out what matters in a terminal."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    # bitsandbytes' 8-bit path on CPU warns on every matmul.
+    warnings.filterwarnings("ignore", module="bitsandbytes")
+
+
 def load_base(base: str, *, quantization: str = "none", device: str | None = None, dtype: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     local = check_base_folder(base)
     device = pick_device(device)
     qconfig = quantization_config(quantization, device)

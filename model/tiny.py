@@ -141,14 +141,17 @@ def build_tiny_model(
 
 
 def fit_examples(model, tokenizer, qa: Sequence[tuple[str, str, str]], *, steps: int, lr: float = 3e-3) -> float:
-    """Full fine-tuning on whole prompt+answer+EOS sequences: just enough for a tiny model to learn the format."""
+    """Fit (question, context, answer) rows in the KoAlpaca format: just enough for a tiny model to learn it."""
+    texts = ["".join(format_example(question, context, answer)) for question, context, answer in qa]
+    return fit_texts(model, tokenizer, texts, steps=steps, lr=lr)
+
+
+def fit_texts(model, tokenizer, texts: Sequence[str], *, steps: int, lr: float = 3e-3) -> float:
+    """Full fine-tuning on whole sequences, each ending in EOS. Returns the last loss."""
     import torch
 
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
-    rows = []
-    for question, context, answer in qa:
-        prompt, target = format_example(question, context, answer)
-        rows.append([*tokenizer.encode(prompt + target, add_special_tokens=False), eos])
+    rows = [[*tokenizer.encode(text, add_special_tokens=False), eos] for text in texts]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100)

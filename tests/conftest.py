@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny GPT-NeoX models built once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may reach a model hub: fail fast instead of retrying DNS for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MECHURI_TEST", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Polyglot-shaped model, fitted on a few food answers so its output is readable."""
+    from model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", train_steps=60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.tiny import make_tiny_adapter
+
+    return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "spicy", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter2_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.tiny import make_tiny_adapter
+
+    return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters2") / "mild", seed=2)
