@@ -27,6 +27,10 @@ _EXPORTS: dict[str, str] = {
     "Dish": "model.dishes",
     "DishCatalog": "model.dishes",
     # torch
+    "DemoRecipe": "model.demo",
+    "QUICK_RECIPE": "model.demo",
+    "build_demo_model": "model.demo",
+    "demo_dir": "model.demo",
     "load_model": "model.loading",
     "load_tokenizer": "model.loading",
     "LoadedModel": "model.loading",
@@ -37,6 +41,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from model.demo import QUICK_RECIPE, DemoRecipe, build_demo_model, demo_dir
     from model.dishes import Dish, DishCatalog
     from model.generator import GenerationStream, Generator
     from model.loading import LoadedModel, load_model, load_tokenizer

@@ -1,0 +1,191 @@
+"""`mechuri chat`: the terminal front end, over the same ConversationService as the Telegram bot.
+
+Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer, `/reset` starts a new conversation,
+`/forget` deletes everything stored for this user, `/quit` ends. Answers go to stdout after the marker "메추리> ":
+streamed as they are generated in a terminal, one line per answer when piped, so the command is scriptable:
+
+    printf '매운 요리 추천해줘\\n다른 거\\n' | mechuri chat --model DIR --database-url sqlite+aiosqlite:///x.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused, resolve_adapter
+from bot.settings import Settings
+from bot.storage import Store
+
+log = logging.getLogger(__name__)
+
+MARKER = "메추리> "
+YOU = "나> "
+LOCAL_CHAT_ID = 0  # the terminal is one private chat of one local user
+LOCAL_USER_ID = 0
+RETRY_WORDS = {"다른 거", "다른거", "/retry"}
+QUIT_WORDS = {"/quit", "/exit", "/q"}
+HELP = (
+    "메시지를 입력하면 메뉴를 추천해 드려요. '다른 거' 또는 /retry: 다른 메뉴, /reset: 새 대화, "
+    "/forget: 내 기록 모두 지우기, /quit: 끝내기"
+)
+BUSY_TEXT = "지금은 요청이 많아요. 잠시 후 다시 시도해 주세요."
+NOTHING_TO_RETRY = "아직 다시 고를 답변이 없어요. 먼저 질문해 주세요."
+
+
+class _Printer:
+    """Writes one answer: live while streaming, then makes sure the final text is what stands on the line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.shown = out, ""
+
+    async def partial(self, text: str) -> None:
+        text = text.lstrip()
+        if not text:
+            return
+        if not self.shown:
+            self.out.write(MARKER)
+        elif not text.startswith(self.shown):
+            # A resample (the first try named a dish the user turned down) starts over on a new line.
+            self.out.write("\n" + MARKER)
+            self.shown = ""
+        self.out.write(text[len(self.shown):])
+        self.out.flush()
+        self.shown = text
+
+    def final(self, answer: Answer) -> None:
+        if self.shown and answer.text.startswith(self.shown):
+            self.out.write(answer.text[len(self.shown):] + "\n")
+        else:
+            if self.shown:
+                self.out.write("\n")
+            self.out.write(MARKER + answer.text + "\n")
+        if answer.notice:
+            self.out.write(f"({answer.notice})\n")
+        self.out.flush()
+
+
+def say(out: TextIO, text: str) -> None:
+    out.write(MARKER + text + "\n")
+    out.flush()
+
+
+async def run_chat(
+    service: ConversationService,
+    lines_in: Iterable[str],
+    out: TextIO,
+    *,
+    chat_id: int = LOCAL_CHAT_ID,
+    user_id: int = LOCAL_USER_ID,
+    stream: bool = False,
+) -> int:
+    """Talk until the lines run out or `/quit`. The hook for other front ends (e.g. a scripted demo)."""
+    lines: Iterator[str] = iter(lines_in)
+    last: Answer | None = None
+    while True:
+        # Reading stdin blocks; a thread keeps the event loop (and the generator's callbacks) free meanwhile.
+        raw = await asyncio.to_thread(next, lines, None)
+        if raw is None:
+            return 0
+        text = raw.strip()
+        if not text:
+            continue
+        if text in QUIT_WORDS:
+            return 0
+        if text in ("/help", "/start"):
+            say(out, HELP)
+            continue
+        if text == "/reset":
+            await service.reset(chat_id, user_id)
+            last = None
+            say(out, "새 대화를 시작할게요. 무엇이 드시고 싶으세요?")
+            continue
+        if text == "/forget":
+            deleted = await service.forget(chat_id, user_id)
+            last = None
+            say(out, f"저장된 기록을 모두 지웠어요 ({deleted}개).")
+            continue
+        printer = _Printer(out)
+        on_partial = printer.partial if stream else None
+        try:
+            if text in RETRY_WORDS:
+                if last is None or last.status != "ok":
+                    say(out, NOTHING_TO_RETRY)
+                    continue
+                answer = await service.retry(chat_id, user_id, last.turn_id, on_partial=on_partial)
+            else:
+                answer = await service.reply(chat_id, user_id, raw.rstrip("\n"), on_partial=on_partial)
+        except RetryRefused as refused:
+            say(out, refused.reason)
+            continue
+        except ConversationBusy:
+            say(out, BUSY_TEXT)
+            continue
+        printer.final(answer)
+        last = answer
+        log.debug("turn %d (question %d): seed %d, %s", answer.turn_id, answer.question_turn_id, answer.seed,
+                  answer.status)
+
+
+def stdin_lines(prompt: str | None) -> Iterator[str]:
+    if prompt is None:
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input(prompt)
+        except EOFError:
+            print(file=sys.stderr)
+            return
+
+
+async def load_generator(settings: Settings, args: argparse.Namespace) -> Any:
+    """The real generator on `settings.model_base`. Tests replace this function to run the CLI on a fake."""
+    from model import Generator, load_model
+
+    adapter = None
+    if args.adapter:
+        # A folder given on the command line is used as is; a bare name resolves inside the adapters folder.
+        given = Path(args.adapter)
+        adapter = given if given.is_dir() else resolve_adapter(settings.adapters_dir, args.adapter)
+    loaded = await asyncio.to_thread(
+        load_model, settings.model_base, adapter=adapter, quantization=settings.quantization, device=args.device
+    )
+    return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
+
+
+def load_catalog() -> Any | None:
+    try:
+        from model import DishCatalog
+
+        return DishCatalog.load()
+    except (ImportError, AttributeError, OSError, ValueError) as exc:
+        log.info("no dish catalog (%s): '다른 거' will not steer away from turned-down dishes", exc)
+        return None
+
+
+async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration log is noise in a chat
+    store = Store(settings.database_url)
+    generator: Any = None
+    try:
+        await store.upgrade()
+        await store.recover()
+        generator = await load_generator(settings, args)
+        service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog())
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        if interactive:
+            print(f"메추리 ({settings.model_base}). {HELP}", file=sys.stderr)
+        return await run_chat(
+            service, stdin_lines(YOU if interactive else None), sys.stdout,
+            chat_id=args.chat_id, user_id=args.user_id, stream=interactive,
+        )
+    finally:
+        if generator is not None:
+            await generator.close()
+        await store.close()

@@ -1,0 +1,161 @@
+"""Settings from the environment or `.env`: `TELEGRAM_BOT_TOKEN`, and everything else prefixed `MECHURI_`.
+
+`load_settings()` is the one entry point: it turns pydantic's validation errors into one line per problem that names
+the environment variable and how to set it. The bot token is a SecretStr, so it never shows in repr or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MECHURI_"
+TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
+
+
+class SettingsError(Exception):
+    """Settings are missing or invalid. `problems` holds one line per problem; str() joins them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _parse_ids(value: Any) -> Any:
+    # Environment variables hold "1,2, 3"; NoDecode keeps pydantic-settings from reading them as JSON first.
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        return [p for p in parts if p]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+IdList = Annotated[list[int], NoDecode]
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Sampling settings for every generation the bot starts (the seed is drawn per generation)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0
+    repetition_penalty: float = 1.1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    # Only `mechuri bot` needs the token; `require_token()` checks it there.
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(TOKEN_ENV, f"{ENV_PREFIX}TELEGRAM_BOT_TOKEN")
+    )
+    database_url: str = "sqlite+aiosqlite:///mechuri.db"
+    telegram_base_url: str | None = None
+    telegram_base_file_url: str | None = None
+    admin_ids: IdList = Field(default_factory=list)
+    allowed_ids: IdList = Field(default_factory=list)  # empty: everyone may talk to the bot
+
+    model_base: str = "beomi/KoAlpaca-Polyglot-5.8B"
+    adapters_dir: Path = Path("adapters")
+    adapter: str | None = None
+    quantization: Literal["4bit", "8bit", "none"] = "4bit"
+
+    max_new_tokens: int = Field(default=256, ge=1, le=2048)
+    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    repetition_penalty: float = Field(default=1.1, gt=0.0)
+
+    max_batch_size: int = Field(default=8, ge=1)
+    max_queue: int = Field(default=64, ge=1)
+    user_cooldown_s: float = Field(default=1.0, ge=0.0)
+    max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
+    stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
+
+    @field_validator("admin_ids", "allowed_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _parse_ids(value)
+
+    @field_validator("telegram_base_url", "telegram_base_file_url", "adapter", "telegram_bot_token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def generation_defaults(self) -> GenerationDefaults:
+        return GenerationDefaults(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+        )
+
+    def require_token(self) -> str:
+        """The bot token, or SettingsError naming how to set it."""
+        token = self.telegram_bot_token.get_secret_value().strip() if self.telegram_bot_token else ""
+        if not token:
+            raise SettingsError([f"{TOKEN_ENV} is not set: put it in .env or the environment ({TOKEN_ENV}=123:ABC…)"])
+        return token
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.admin_ids
+
+    def is_allowed(self, user_id: int) -> bool:
+        return not self.allowed_ids or user_id in self.allowed_ids or user_id in self.admin_ids
+
+
+_HINTS: dict[str, str] = {
+    "admin_ids": "comma-separated Telegram user ids, e.g. 123,456",
+    "allowed_ids": "comma-separated Telegram user ids, e.g. 123,456 (empty: everyone)",
+    "quantization": "one of 4bit, 8bit, none",
+    "stream_edit_interval_s": "seconds, at least 1",
+}
+
+
+def env_name(field: str) -> str:
+    return TOKEN_ENV if field == "telegram_bot_token" else ENV_PREFIX + field.upper()
+
+
+def _problem_line(error: dict[str, Any]) -> str:
+    loc = error.get("loc") or ("?",)
+    field = str(loc[0])
+    if field == TOKEN_ENV:
+        field = "telegram_bot_token"
+    name = env_name(field)
+    if error.get("type") == "missing":
+        return f"{name} is not set: put it in .env or the environment"
+    given = error.get("input")
+    shown = "" if field == "telegram_bot_token" or isinstance(given, dict) else f" (got {given!r})"
+    hint = _HINTS.get(field, "")
+    fix = f"set {name} in .env or the environment" + (f" to {hint}" if hint else "")
+    return f"{name} is invalid{shown}: {error.get('msg', 'invalid value')}; {fix}"
+
+
+def load_settings(*, require_token: bool = False, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings; raise SettingsError with one line per problem. Overrides win over the environment."""
+    try:
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        # One line per setting, even when a list like "a,b" holds several bad items.
+        first_per_field: dict[str, Any] = {}
+        for error in exc.errors():
+            first_per_field.setdefault(str((error.get("loc") or ("?",))[0]), error)
+        raise SettingsError([_problem_line(e) for e in first_per_field.values()]) from None
+    if require_token:
+        settings.require_token()
+    return settings

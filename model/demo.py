@@ -1,0 +1,219 @@
+"""The offline demo model: a small GPT-NeoX trained from scratch on Mechuri's own bundled data.
+
+A newcomer has no GPU, no KoAlpaca weights and maybe no model hub. This builds, in a few minutes on two CPU cores, a
+model that answers in the bot's voice, and caches it under the user's cache folder. It is rebuilt only when the data or
+the recipe changes: the cache key is a hash of both.
+
+Besides the Alpaca rows themselves it trains on two kinds of rows made from them:
+- "다른 거" rows: the same question, the dishes of one answer as turned down (in the exact words the bot's prompt uses),
+  and another answer of the same situation as the target, so that a retry learns to move to a different dish;
+- two-turn conversations, so the history that the bot puts in front of a question is not new to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from model.prompt import END_OF_TEXT, PromptTurn, build_prompt, format_example
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_FILES = (REPO_ROOT / "data" / "mechuri_starter.jsonl", REPO_ROOT / "dataset_builder" / "seed_tasks.jsonl")
+RECIPE_VERSION = 3  # bump when the code below changes what gets built
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    hidden: int = 192
+    layers: int = 3
+    heads: int = 4
+    vocab_size: int = 4000
+    max_positions: int = 512
+    max_length: int = 160
+    batch_size: int = 16
+    steps: int = 900
+    lr: float = 2e-3
+    warmup: int = 60
+    weight_decay: float = 0.05
+    retry_rows_per_row: int = 1
+    conversation_rows: int = 300
+    seed: int = 0
+
+
+# What the CI end-to-end test uses: the same code path, a fraction of the compute.
+QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=3000, steps=220, batch_size=16, conversation_rows=60)
+
+
+def default_cache_root() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("mechuri")) / "demo"
+
+
+def read_rows(files: tuple[Path, ...] = DATA_FILES) -> list[dict[str, str]]:
+    """Alpaca rows from the starter dataset and the seed tasks' instances. Bad lines are skipped and logged."""
+    rows: list[dict[str, str]] = []
+    for path in files:
+        if not path.exists():
+            log.warning("demo data file %s is missing; building without it", path)
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d is not valid JSON; skipped", path, number)
+                continue
+            if "instances" in row:
+                for instance in row["instances"]:
+                    rows.append({"instruction": row["instruction"], "input": instance.get("input", ""),
+                                 "output": instance["output"]})
+            elif row.get("instruction") and row.get("output"):
+                rows.append({"instruction": row["instruction"], "input": row.get("input", ""), "output": row["output"]})
+    if not rows:
+        raise FileNotFoundError("no demo data found: data/mechuri_starter.jsonl and dataset_builder/seed_tasks.jsonl "
+                                "are missing. Run from a full checkout of the repository")
+    return rows
+
+
+def cache_key(recipe: DemoRecipe, files: tuple[Path, ...] = DATA_FILES) -> str:
+    digest = hashlib.sha256(json.dumps({**asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True).encode())
+    for path in files:
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def demo_dir(recipe: DemoRecipe = DemoRecipe(), cache_root: Path | None = None) -> Path:
+    return (cache_root or default_cache_root()) / f"model-{cache_key(recipe)}"
+
+
+def is_built(path: Path) -> bool:
+    return (path / "demo.json").exists()
+
+
+def training_texts(rows: list[dict[str, str]], recipe: DemoRecipe, dish_names: Callable[[str], list[str]]) -> list[str]:
+    """Whole training sequences (prompt + answer), before EOS is appended."""
+    rng = random.Random(recipe.seed)
+    texts = ["".join(format_example(r["instruction"], r["input"], r["output"])) for r in rows]
+    plain = [r for r in rows if not r["input"]]
+    for row in rows:
+        turned_down = dish_names(row["output"])
+        if not turned_down:
+            continue
+        for _ in range(recipe.retry_rows_per_row):
+            other = rng.choice(plain)
+            if set(dish_names(other["output"])) & set(turned_down) or not dish_names(other["output"]):
+                continue
+            question = rng.choice([row["instruction"], "다른 거 추천해줘", "다른 거"])
+            prompt = build_prompt([], question, excluded_dishes=turned_down).text
+            texts.append(prompt + format_example("", "", other["output"])[1])
+    for _ in range(recipe.conversation_rows):
+        first, second = rng.sample(rows, 2)
+        history = [PromptTurn(first["instruction"], first["output"], first["input"] or None)]
+        prompt = build_prompt(history, second["instruction"], context=second["input"] or None).text
+        texts.append(prompt + format_example("", "", second["output"])[1])
+    rng.shuffle(texts)
+    return texts
+
+
+def build_demo_model(
+    out_dir: Path | None = None,
+    *,
+    recipe: DemoRecipe = DemoRecipe(),
+    progress: bool = True,
+    cache_root: Path | None = None,
+) -> Path:
+    """Build (or reuse) the demo model; returns its folder. Builds into a temporary folder, then renames it."""
+    out = out_dir or demo_dir(recipe, cache_root)
+    if is_built(out):
+        return out
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GPTNeoXForCausalLM, set_seed
+
+    from model.dishes import DishCatalog
+    from model.tiny import tiny_config, train_tokenizer
+
+    started = time.perf_counter()
+    set_seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    rows = read_rows()
+    catalog = DishCatalog.load()
+    texts = training_texts(rows, recipe, catalog.names_in)
+    tokenizer = train_tokenizer(texts + [dish.name for dish in catalog], vocab_size=recipe.vocab_size)
+    eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    sequences = [[*tokenizer.encode(t, add_special_tokens=False), eos][-recipe.max_length:] for t in texts]
+    vocab = -(-len(tokenizer) // 64) * 64
+    config = tiny_config(vocab, hidden=recipe.hidden, layers=recipe.layers, heads=recipe.heads,
+                         max_positions=recipe.max_positions)
+    model = GPTNeoXForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                  betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return recipe.lr * (step + 1) / recipe.warmup
+        progress_ = (step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1)
+        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
+
+    rng = random.Random(recipe.seed)
+    order: list[int] = []
+    model.train()
+    bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=not progress, leave=False)
+    losses: list[float] = []
+    for step in bar:
+        if len(order) < recipe.batch_size:
+            order += rng.sample(range(len(sequences)), len(sequences))
+        batch = [sequences[i] for i in order[: recipe.batch_size]]
+        del order[: recipe.batch_size]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        for i, seq in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, : len(seq)] = torch.tensor(seq)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    bar.close()
+    model.eval()
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    card = {
+        "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION, "cache_key": out.name,
+        "rows": len(rows), "training_sequences": len(texts), "parameters": sum(p.numel() for p in model.parameters()),
+        "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1), "build_seconds": time.perf_counter() - started,
+        "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
+    }
+    (tmp / "demo.json").write_text(json.dumps(card, ensure_ascii=False, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info("demo model built in %.0f s: %s", card["build_seconds"], out)
+    return out
+
+
+def demo_info(path: Path) -> dict:
+    return json.loads((path / "demo.json").read_text()) if is_built(path) else {}

@@ -1,0 +1,162 @@
+"""The terminal front end: run_chat in-process, `mechuri chat` as a subprocess on a fake, then on a tiny real model."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from bot_fixtures import all_turns, fresh_db, service_on
+from fakes import FakeCatalog, FakeGenerator
+
+from bot.chat import BUSY_TEXT, MARKER, NOTHING_TO_RETRY, run_chat
+
+TESTS = Path(__file__).resolve().parent
+MECHURI = Path(sys.executable).with_name("mechuri")
+
+
+def answers_in(out: str) -> list[str]:
+    return [line.removeprefix(MARKER) for line in out.splitlines() if line.startswith(MARKER)]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return fresh_db(tmp_path)
+
+
+async def test_run_chat_script(db: Path) -> None:
+    gen = FakeGenerator(["짬뽕 어때요?", "짬뽕 또?", "탕수육 어때요?", "냉면 어때요?"])
+    lines = ["다른 거", "중식 추천해줘", "", "다른 거", "/reset", "여름 메뉴", "/forget", "/retry", "/quit", "안 읽힘"]
+    out = io.StringIO()
+    async with service_on(db, gen, catalog=FakeCatalog(["짬뽕", "탕수육", "냉면"])) as service:
+        assert await run_chat(service, lines, out) == 0
+    said = answers_in(out.getvalue())
+    assert said[0] == NOTHING_TO_RETRY
+    assert said[1:3] == ["짬뽕 어때요?", "탕수육 어때요?"]  # the resample dropped "짬뽕 또?"
+    assert said[3].startswith("새 대화") and said[4] == "냉면 어때요?"
+    assert said[5].startswith("저장된 기록을 모두 지웠어요") and said[6] == NOTHING_TO_RETRY
+    assert len(said) == 7 and len(gen.requests) == 4
+    assert all_turns(db) == []  # /forget really deleted
+
+
+async def test_run_chat_streams_and_reports_refusals(db: Path) -> None:
+    gen = FakeGenerator(["  김치찌개에 계란말이 어때요?"], chunk=2)
+    out = io.StringIO()
+    async with service_on(db, gen) as service:
+        await run_chat(service, ["저녁 뭐 먹지"], out, stream=True)
+        await service.reply(0, 0, "다른 창에서 한 질문")  # makes the chat's latest answer stale
+        gen.busy = True
+        await run_chat(service, ["점심은?"], out)
+    assert out.getvalue().startswith(MARKER + "김치찌개에 계란말이 어때요?\n")
+    assert answers_in(out.getvalue())[-1] == BUSY_TEXT
+
+
+def run_cli(args: list[str], stdin: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    done = subprocess.run([str(MECHURI), *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+FAKE_CLI = """
+import sys
+sys.path.insert(0, {tests!r})
+from fakes import FakeGenerator
+import bot.chat
+
+async def fake_generator(settings, args):
+    return FakeGenerator(["짬뽕 어때요?", "짜장면 어때요?"])
+
+bot.chat.load_generator = fake_generator
+from mechuri.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_mechuri_chat_with_piped_stdin_on_a_fake(tmp_path: Path) -> None:
+    script = tmp_path / "fake_chat.py"
+    script.write_text(textwrap.dedent(FAKE_CLI.format(tests=str(TESTS))))
+    db = tmp_path / "x.db"
+    done = subprocess.run(
+        [sys.executable, str(script), "chat", "--database-url", f"sqlite+aiosqlite:///{db}", "--user-id", "42"],
+        input="중식 추천해줘\n다른 거\n", capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert answers_in(done.stdout) == ["짬뽕 어때요?", "짜장면 어때요?"]
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT DISTINCT user_id FROM conversations").fetchall() == [(42,)]
+
+
+def test_bad_settings_are_reported_one_line_each(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(MECHURI), "chat", "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"], input="",
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MECHURI_TOP_P": "7", "MECHURI_ADMIN_IDS": "a,b"}, cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    problems = [line for line in done.stderr.splitlines() if "MECHURI_" in line]
+    assert len(problems) == 2 and "MECHURI_TOP_P is invalid (got '7')" in problems[1]
+
+
+def test_db_upgrade_and_downgrade_commands(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_cli(["db", "upgrade", "--database-url", url], "")
+    run_cli(["db", "downgrade", "base", "--database-url", url], "")
+    with sqlite3.connect(tmp_path / "cli.db") as raw:
+        assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'turns'").fetchone() == (0,)
+
+
+@pytest.mark.timeout(180)
+def test_mechuri_chat_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The check from the issue: two answers printed, both stored, different seeds, the first rejected."""
+    db = tmp_path / "x.db"
+    out = run_cli(["chat", "--model", str(tiny_model_dir), "--database-url", f"sqlite+aiosqlite:///{db}"],
+                  "매운 요리 추천해줘\n다른 거\n", env={"HF_HUB_OFFLINE": "1"})
+    said = answers_in(out)
+    assert len(said) == 2 and all(said)
+    with sqlite3.connect(db) as raw:
+        turns = raw.execute("SELECT role, status, seed, reply_to, new_tokens FROM turns ORDER BY id").fetchall()
+    assert [(t[0], t[1]) for t in turns] == [("user", "ok"), ("assistant", "rejected"), ("assistant", "ok")]
+    assert turns[1][2] != turns[2][2] and turns[1][3] == turns[2][3] == 1
+    assert all(t[4] > 0 for t in turns[1:])
+
+
+async def test_the_service_on_the_real_generator(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    """The fake's surface matches the real Generator: streaming, seeds, token budgets, timings, adapter reload."""
+    import asyncio
+
+    from model import Generator, load_model
+
+    db = await asyncio.to_thread(fresh_db, tmp_path)
+    loaded = await asyncio.to_thread(load_model, str(tiny_model_dir), quantization="none", device="cpu")
+    generator = Generator(loaded, max_batch_size=4, max_queue=8)
+    partials: list[str] = []
+
+    async def on_partial(text: str) -> None:
+        partials.append(text)
+
+    adapters = tiny_adapter_dir.parent
+    try:
+        async with service_on(db, generator, adapters_dir=adapters) as service:
+            first = await service.reply(1, 1, "매운 요리 추천해줘", on_partial=on_partial)
+            second = await service.retry(1, 1, first.turn_id)
+            long = await service.reply(1, 1, "국밥 " * 3000)
+            info = await service.reload_adapter(tiny_adapter_dir.name)
+            adapted = await service.reply(1, 1, "점심 추천")
+    finally:
+        await generator.close()
+    assert first.status == second.status == long.status == adapted.status == "ok"
+    assert first.seed != second.seed and partials and first.text.startswith(partials[-1].strip()[:5])
+    assert long.notice is not None
+    stored = dict(
+        (r[0], r[1:]) for r in sqlite3.connect(db).execute(
+            "SELECT id, status, prompt_tokens, new_tokens, ttft_ms, adapter_name FROM turns WHERE role = 'assistant'")
+    )
+    assert stored[first.turn_id][0] == "rejected" and stored[second.turn_id][0] == "ok"
+    assert all(r[1] + 64 <= generator.max_context and r[2] > 0 and r[3] > 0 for r in stored.values())
+    assert stored[adapted.turn_id][4] == info.name == tiny_adapter_dir.name
