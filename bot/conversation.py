@@ -242,6 +242,15 @@ class ConversationService:
             return ()
         return tuple(dict.fromkeys(name for text in texts for name in self.catalog.names_in(text)))
 
+    def _spellings(self, dishes: Sequence[str]) -> tuple[str, ...]:
+        """Every way of writing the turned-down dishes, for the generator to steer clear of while sampling."""
+        found: list[str] = []
+        for name in dishes:
+            lookup = getattr(self.catalog, "get", None)
+            dish = lookup(name) if lookup is not None else None
+            found.extend(dish.spellings if dish is not None else (name,))
+        return tuple(dict.fromkeys(found))
+
     def _adapter(self) -> AdapterInfo:
         try:
             return self.generator.info().adapter
@@ -269,7 +278,8 @@ class ConversationService:
             budget=self.generator.max_context - self.generation.max_new_tokens,
         )
         notice = TRUNCATED_NOTICE if built.question_truncated else None
-        request = GenerationRequest(prompt=built.text, seed=new_seed(), **asdict(self.generation))
+        request = GenerationRequest(prompt=built.text, seed=new_seed(), avoid=self._spellings(excluded),
+                                    **asdict(self.generation))
         adapter = self._adapter()
         pending = await self.store.start_answer(
             question, seed=request.seed, params=request.sampling_params(), adapter_name=adapter.name,

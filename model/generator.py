@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from model.avoid import TokenBytes
 from model.loading import LoadedModel, attach_adapter, check_adapter_folder, load_model
 from model.sampling import BatchSampler, TextTracker
 from model.types import (
@@ -109,6 +110,7 @@ class Generator:
         self._closed = False
         self._cv = threading.Condition()
         self._started = time.time()
+        self._vocab_bytes: TokenBytes | None = None  # built on the first request that avoids phrases
         self._suppress = [loaded.pad_token_id] if loaded.pad_token_id != loaded.eos_token_id else []
         if self._peft_name and self.merge_adapter:
             self._model.merge_adapter()
@@ -275,7 +277,8 @@ class Generator:
             mask[i, width - len(ids):] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        sampler = BatchSampler.for_requests(requests, device, self._suppress)
+        sampler = BatchSampler.for_requests(requests, device, self._suppress,
+                                            self._token_bytes() if any(r.avoid for r in requests) else None)
         trackers = [TextTracker(self.tokenizer, req.stop) for req in requests]
         new_tokens = [0] * len(jobs)
         first_token_at: list[float | None] = [None] * len(jobs)
@@ -290,7 +293,8 @@ class Generator:
             out = self._model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                               past_key_values=cache, use_cache=True, logits_to_keep=1)
             counts = torch.tensor([new_tokens[j] for j in rows], device=device)
-            chosen = sampler.next_tokens(out.logits[:, -1, :], seen, counts < min_new, eos)
+            chosen = sampler.next_tokens(out.logits[:, -1, :], seen, counts < min_new, eos,
+                                         [trackers[j].ids for j in rows])
             chosen_list = chosen.tolist()
             now = time.perf_counter()
             keep: list[int] = []
@@ -330,6 +334,11 @@ class Generator:
             step_pos = step_pos[:, -1:] + 1
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             seen = torch.cat([seen, step_ids], dim=1)
+
+    def _token_bytes(self) -> TokenBytes:
+        if self._vocab_bytes is None:
+            self._vocab_bytes = TokenBytes(self.tokenizer)
+        return self._vocab_bytes
 
     def _finish(self, job: _Job, tracker: TextTracker, reason: str, prompt_tokens: int, new_tokens: int,
                 first_token_at: float | None, truncated: bool, final_delta_sent: bool = False) -> None:

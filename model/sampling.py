@@ -9,10 +9,11 @@ temperature, top-k, top-p.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from model.avoid import PhraseBan, TokenBytes
 from model.types import GenerationRequest
 
 REPLACEMENT_CHAR = "\ufffd"
@@ -32,10 +33,11 @@ class BatchSampler:
     any_penalty: bool
     any_top_k: bool
     any_top_p: bool
+    bans: list[PhraseBan | None] = field(default_factory=list)  # per row: phrases never to complete
 
     @classmethod
     def for_requests(cls, requests: Sequence[GenerationRequest], device: torch.device | str,
-                     suppress_ids: Sequence[int] = ()) -> BatchSampler:
+                     suppress_ids: Sequence[int] = (), vocab: TokenBytes | None = None) -> BatchSampler:
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
 
@@ -59,6 +61,7 @@ class BatchSampler:
             any_penalty=any(r.repetition_penalty != 1.0 for r in requests),
             any_top_k=any(r.top_k > 0 for r in requests),
             any_top_p=any(r.top_p < 1.0 for r in requests),
+            bans=[PhraseBan(vocab, r.avoid) if r.avoid and vocab is not None else None for r in requests],
         )
 
     def select(self, rows: torch.Tensor) -> BatchSampler:
@@ -69,11 +72,13 @@ class BatchSampler:
             penalty=self.penalty[rows], greedy=[self.greedy[i] for i in index],
             generators=[self.generators[i] for i in index], suppress_ids=self.suppress_ids,
             any_penalty=self.any_penalty, any_top_k=self.any_top_k, any_top_p=self.any_top_p,
+            bans=[self.bans[i] for i in index] if self.bans else [],
         )
 
     def next_tokens(self, logits: torch.Tensor, seen_ids: torch.Tensor, block_eos: torch.Tensor | None,
-                    eos_id: int) -> torch.Tensor:
-        """Choose one token per row from `logits` [B, V]. `seen_ids` [B, T] are penalised as in transformers."""
+                    eos_id: int, generated: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+        """Choose one token per row from `logits` [B, V]. `seen_ids` [B, T] are penalised as in transformers;
+        `generated` (each row's new tokens so far) is what banned phrases are matched against."""
         scores = logits.float()
         if self.any_penalty:
             seen = scores.gather(1, seen_ids)
@@ -81,6 +86,11 @@ class BatchSampler:
             scores = scores.scatter(1, seen_ids, seen)
         if self.suppress_ids:
             scores[:, self.suppress_ids] = float("-inf")
+        if any(self.bans):
+            for row, (ban, history) in enumerate(zip(self.bans, generated, strict=False)):
+                banned = ban.banned(history) if ban is not None else []
+                if banned:
+                    scores[row, banned] = float("-inf")
         if block_eos is not None and bool(block_eos.any()):
             scores[block_eos, eos_id] = float("-inf")
         greedy_choice = scores.argmax(dim=-1)

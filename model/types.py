@@ -29,7 +29,12 @@ class GeneratorClosed(ModelError):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation. `temperature == 0` means greedy decoding (the seed is then irrelevant)."""
+    """One generation. `temperature == 0` means greedy decoding (the seed is then irrelevant).
+
+    `avoid` lists phrases (dish names the user turned down) whose token sequences are banned while sampling. It works
+    at the token level, so a phrase reached through an unusual tokenisation can still slip through: callers that must
+    be sure check the text afterwards.
+    """
 
     prompt: str
     seed: int
@@ -40,6 +45,7 @@ class GenerationRequest:
     repetition_penalty: float = 1.1
     stop: tuple[str, ...] = (STOP_MARKER,)
     min_new_tokens: int = 0
+    avoid: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

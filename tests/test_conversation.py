@@ -105,6 +105,19 @@ async def test_no_turned_down_dish_comes_back(db: Path) -> None:
     assert "이미 거절한 메뉴: 짬뽕" in gen.prompts[1] and gen.prompts[1] == gen.prompts[2]
     assert second.seed == gen.seeds[2]
     assert rows(db, "SELECT seed, attempts FROM turns WHERE id = ?", second.turn_id) == [(gen.seeds[2], 2)]
+    # The generator is also told to steer clear of the dish while sampling.
+    assert gen.requests[0].avoid == () and gen.requests[1].avoid == ("짬뽕",)
+
+
+async def test_retry_avoids_every_spelling_of_a_turned_down_dish(db: Path) -> None:
+    from model import DishCatalog
+
+    gen = FakeGenerator(["자장면 어때요?", "탕수육 어때요?"])
+    async with service_on(db, gen, catalog=DishCatalog.load()) as service:
+        first = await service.reply(1, 1, "중식 추천")
+        await service.retry(1, 1, first.turn_id)
+    assert first.dishes == ("짜장면",)  # the alias was recognised as the dish
+    assert {"짜장면", "자장면"} <= set(gen.requests[1].avoid)
 
 
 async def test_resampling_is_bounded(db: Path) -> None:

@@ -213,3 +213,12 @@ async def test_reload_onto_a_base_without_adapter_and_4bit(tiny_model_dir, tiny_
     await gen.close()
     assert info.name == "spicy" and all(r.adapter.version == info.version for r in results)
     assert [r.text for r in results] != base_texts
+
+
+async def test_avoided_dishes_are_not_generated(generator: Generator) -> None:
+    greedy = GenerationRequest(prompt("매운 요리 추천해줘"), seed=0, temperature=0, max_new_tokens=40)
+    assert "김치찌개" in (await generator.generate(greedy)).text  # what the tiny model says when left alone
+    for seed in range(4):
+        req = GenerationRequest(greedy.prompt, seed=seed, max_new_tokens=40, avoid=("김치찌개", "된장찌개"))
+        text = (await generator.generate(req)).text
+        assert "김치찌개" not in text and "된장찌개" not in text
