@@ -1,0 +1,98 @@
+"""A real PTB Application on a real SQLite file, talking to the in-process fake Bot API. Shared by test_bot_* and
+bench/bot_overhead.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot_fixtures import fresh_db
+from fake_bot_api import FakeBotAPI, FakeRequest
+from fakes import FakeGenerator
+from telegram import Update
+from telegram.ext import Application
+
+from bot.app import build_application, build_service
+from bot.conversation import ConversationService
+from bot.settings import Settings, load_settings
+from bot.storage import Store
+
+ADMIN = 900
+TOKEN = "123456:TEST-token-never-logged"
+
+
+def bot_settings(tmp_path: Path, db: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "telegram_bot_token": TOKEN, "database_url": f"sqlite+aiosqlite:///{db}", "admin_ids": [ADMIN],
+        "user_cooldown_s": 0.0, "adapters_dir": tmp_path / "adapters", "max_new_tokens": 64,
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)
+
+
+@dataclass
+class Harness:
+    app: Application
+    api: FakeBotAPI
+    service: ConversationService
+    store: Store
+    settings: Settings
+    generator: Any
+    db: Path
+
+    async def send(self, update: dict[str, Any]) -> None:
+        """Process one update to the end (handlers awaited), as PTB does for one polled update."""
+        await self.app.process_update(Update.de_json(update, self.app.bot))
+
+    async def text(self, chat_id: int, user_id: int, text: str, **kwargs: Any) -> dict[str, Any]:
+        update = self.api.message_update(chat_id, user_id, text, **kwargs)
+        await self.send(update)
+        return update
+
+    async def press(self, chat_id: int, user_id: int, message_id: int, data: str) -> None:
+        await self.send(self.api.callback_update(chat_id, user_id, message_id, data))
+
+    async def feed(self, updates: list[dict[str, Any]]) -> None:
+        """Queue updates the way the polling loop does; they are then handled concurrently."""
+        for update in updates:
+            await self.app.update_queue.put(Update.de_json(update, self.app.bot))
+
+    def last_message(self, chat_id: int) -> dict[str, Any]:
+        return self.api.chat_messages(chat_id)[-1]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def telegram_bot(
+    tmp_path: Path, generator: Any = None, *, db: Path | None = None, latency_s: float = 0.0, **overrides: Any
+) -> AsyncIterator[Harness]:
+    db = db or await asyncio.to_thread(fresh_db, tmp_path)
+    settings = bot_settings(tmp_path, db, **overrides)
+    generator = generator if generator is not None else FakeGenerator(["김치찌개 어때요? 얼큰하고 든든해요."])
+    store = Store(settings.database_url)
+    api = FakeBotAPI()
+    service = build_service(settings, store, generator)
+    app = build_application(settings, service, request=FakeRequest(api, latency_s=latency_s),
+                            get_updates_request=FakeRequest(api))
+    try:
+        async with app:
+            await app.post_init(app)
+            await app.start()
+            try:
+                yield Harness(app, api, service, store, settings, generator, db)
+            finally:
+                await app.stop()
+    finally:
+        await store.close()
