@@ -152,8 +152,8 @@ class ConversationService:
             async with slot.line.intake:
                 question = await self.store.add_question(chat_id, user_id, text, user_name)
             await self._lines.wait(slot)
-            history = prompt_turns(await self.store.conversation_turns(question.conversation_id), question.id)
-            return await self._answer(question, history, excluded=(), on_partial=on_partial)
+            # history=None: the history is read in the same transaction that creates the pending answer.
+            return await self._answer(question, None, excluded=(), on_partial=on_partial)
         finally:
             self._lines.leave(slot)
 
@@ -258,7 +258,7 @@ class ConversationService:
             return AdapterInfo()
 
     async def _answer(
-        self, question: Turn, history: list[PromptTurn], *, excluded: tuple[str, ...],
+        self, question: Turn, history: list[PromptTurn] | None, *, excluded: tuple[str, ...],
         on_partial: DeltaCallback | None, retry_of: int | None = None,
     ) -> Answer:
         if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
@@ -270,21 +270,25 @@ class ConversationService:
             self._in_flight -= 1
 
     async def _generate_answer(
-        self, question: Turn, history: list[PromptTurn], excluded: tuple[str, ...],
+        self, question: Turn, history: list[PromptTurn] | None, excluded: tuple[str, ...],
         on_partial: DeltaCallback | None, retry_of: int | None,
     ) -> Answer:
+        seed = new_seed()
+        params = {"seed": seed, "avoid": self._spellings(excluded), **asdict(self.generation)}
+        adapter = self._adapter()
+        stored = {"seed": seed, "params": GenerationRequest(prompt="", **params).sampling_params(),
+                  "adapter_name": adapter.name, "adapter_version": adapter.version}
+        if history is None:
+            turns, pending = await self.store.begin_answer(question, **stored)
+            history = prompt_turns(turns, question.id)
+        else:
+            pending = await self.store.start_answer(question, **stored)
         built = build_prompt(
             history, question.text, excluded_dishes=excluded, tokenizer=self.generator.tokenizer,
             budget=self.generator.max_context - self.generation.max_new_tokens,
         )
         notice = TRUNCATED_NOTICE if built.question_truncated else None
-        request = GenerationRequest(prompt=built.text, seed=new_seed(), avoid=self._spellings(excluded),
-                                    **asdict(self.generation))
-        adapter = self._adapter()
-        pending = await self.store.start_answer(
-            question, seed=request.seed, params=request.sampling_params(), adapter_name=adapter.name,
-            adapter_version=adapter.version,
-        )
+        request = GenerationRequest(prompt=built.text, **params)
         partial = _Partial(on_partial)
         attempts = 1
         while True:
