@@ -282,7 +282,6 @@ class Generator:
         trackers = [TextTracker(self.tokenizer, req.stop) for req in requests]
         new_tokens = [0] * len(jobs)
         first_token_at: list[float | None] = [None] * len(jobs)
-        min_new = torch.tensor([r.min_new_tokens for r in requests], device=device)
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self._model.config)
@@ -292,9 +291,8 @@ class Generator:
         while rows:
             out = self._model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                               past_key_values=cache, use_cache=True, logits_to_keep=1)
-            counts = torch.tensor([new_tokens[j] for j in rows], device=device)
-            chosen = sampler.next_tokens(out.logits[:, -1, :], seen, counts < min_new, eos,
-                                         [trackers[j].ids for j in rows])
+            young = [b for b, j in enumerate(rows) if new_tokens[j] < requests[j].min_new_tokens]
+            chosen = sampler.next_tokens(out.logits[:, -1, :], seen, young, eos, [trackers[j].ids for j in rows])
             chosen_list = chosen.tolist()
             now = time.perf_counter()
             keep: list[int] = []
@@ -326,7 +324,6 @@ class Generator:
                 chosen, mask, seen = chosen[index], mask[index], seen[index]
                 step_pos = step_pos[index]
                 sampler = sampler.select(index)
-                min_new = min_new[index]
             rows = [rows[b] for b in keep]
             if not rows:
                 break

@@ -142,8 +142,9 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    # bitsandbytes' 8-bit path on CPU warns on every matmul.
+    # bitsandbytes' 8-bit path on CPU warns, and logs, on every matmul.
     warnings.filterwarnings("ignore", module="bitsandbytes")
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 def load_base(base: str, *, quantization: str = "none", device: str | None = None, dtype: Any = None) -> Any:

@@ -75,10 +75,11 @@ class BatchSampler:
             bans=[self.bans[i] for i in index] if self.bans else [],
         )
 
-    def next_tokens(self, logits: torch.Tensor, seen_ids: torch.Tensor, block_eos: torch.Tensor | None,
+    def next_tokens(self, logits: torch.Tensor, seen_ids: torch.Tensor, block_eos: Sequence[int],
                     eos_id: int, generated: Sequence[Sequence[int]] = ()) -> torch.Tensor:
         """Choose one token per row from `logits` [B, V]. `seen_ids` [B, T] are penalised as in transformers;
-        `generated` (each row's new tokens so far) is what banned phrases are matched against."""
+        `block_eos` lists the rows that may not end yet (min_new_tokens); `generated` (each row's new tokens so far)
+        is what banned phrases are matched against. Both are host-side, so choosing costs no extra device sync."""
         scores = logits.float()
         if self.any_penalty:
             seen = scores.gather(1, seen_ids)
@@ -91,60 +92,97 @@ class BatchSampler:
                 banned = ban.banned(history) if ban is not None else []
                 if banned:
                     scores[row, banned] = float("-inf")
-        if block_eos is not None and bool(block_eos.any()):
-            scores[block_eos, eos_id] = float("-inf")
+        if block_eos:
+            scores[list(block_eos), eos_id] = float("-inf")
         greedy_choice = scores.argmax(dim=-1)
         if all(self.greedy):
             return greedy_choice
         scores = scores / self.temperature
         if self.any_top_k:
             k = self.top_k.clamp(min=0).long()
-            kth = torch.sort(scores, dim=-1, descending=True).values.gather(
-                1, (k - 1).clamp(min=0, max=scores.shape[-1] - 1))
+            largest = int(k.max())
+            kth = torch.topk(scores, min(largest, scores.shape[-1]), dim=-1).values.gather(
+                1, (k - 1).clamp(min=0, max=min(largest, scores.shape[-1]) - 1))
             scores = torch.where((k > 0) & (scores < kth), float("-inf"), scores)
-        if self.any_top_p:
-            sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
-            cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-            remove_sorted = cumulative <= (1 - self.top_p)
-            remove_sorted[:, -1] = False  # always keep the most likely token
-            remove = remove_sorted.scatter(1, order, remove_sorted)
-            scores = scores.masked_fill(remove, float("-inf"))
         probs = scores.softmax(dim=-1)
-        chosen = greedy_choice.clone()
-        for row, generator in enumerate(self.generators):
-            if generator is not None:
-                chosen[row] = torch.multinomial(probs[row], 1, generator=generator)[0]
-        return chosen
+        if self.any_top_p:
+            weights, candidates = _nucleus(probs, self.top_p)
+        else:
+            weights, candidates = probs, None
+        # One uniform number per row, from the row's own generator: an inverse-CDF lookup then picks the token.
+        draws = torch.stack([
+            torch.rand((), generator=g, device=probs.device) if g is not None else probs.new_zeros(())
+            for g in self.generators
+        ])
+        cdf = weights.cumsum(dim=-1)
+        picked = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(1)).clamp(max=cdf.shape[-1] - 1)
+        sampled = (candidates.gather(1, picked) if candidates is not None else picked).squeeze(1)
+        return torch.where(torch.tensor(self.greedy, device=probs.device), greedy_choice, sampled)
+
+
+# The nucleus usually lies within the few most likely tokens: looking there first avoids sorting the whole vocabulary.
+_NUCLEUS_CANDIDATES = 64
+
+
+def _nucleus(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and token ids of each row's top-p set: the fewest most likely tokens holding `top_p` of the mass.
+    Exact: the top candidates are used only when they hold that mass, else the whole vocabulary is sorted."""
+    count = min(_NUCLEUS_CANDIDATES, probs.shape[-1])
+    top_probs, top_ids = probs.topk(count, dim=-1)
+    if not bool((top_probs.sum(dim=-1, keepdim=True) >= top_p).all()):
+        top_probs, top_ids = probs.sort(dim=-1, descending=True)
+    before = top_probs.cumsum(dim=-1) - top_probs
+    keep = before < top_p
+    keep[:, 0] = True
+    return top_probs * keep, top_ids
 
 
 class TextTracker:
     """Decodes one row's tokens and releases only text that is final: never a stop marker or a piece of one, never
-    half a character, and no surrounding whitespace. The deltas joined are exactly the final text."""
+    half a character, and no surrounding whitespace. The deltas joined are exactly the final text.
+
+    Decoding is incremental (as in vLLM): only the tokens since the last complete character are decoded each step, so
+    a long answer costs the same per token as a short one.
+    """
 
     def __init__(self, tokenizer, stop: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
+        self.longest_stop = max((len(s) for s in self.stop), default=0)
         self.ids: list[int] = []
+        self.text = ""
+        self._prefix_offset = 0
+        self._read_offset = 0
         self.emitted = ""
         self.stopped = False
         self.final: str | None = None
 
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
     def add(self, token_id: int) -> str:
         """Take one token; return the new safe text (possibly empty). Sets `stopped` at a stop marker."""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        before = self._decode(self.ids[self._prefix_offset:self._read_offset])
+        after = self._decode(self.ids[self._prefix_offset:])
+        if len(after) <= len(before) or after.endswith(REPLACEMENT_CHAR):
+            return ""  # half a character so far: wait for the rest of its bytes
+        added = after[len(before):]
+        self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
+        search_from = max(len(self.text) - self.longest_stop, 0)
+        self.text += added
+        cut = min((i for i in (self.text.find(s, search_from) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.stopped = True
-            return self.finish(text[:cut])
-        safe = text.lstrip().rstrip(REPLACEMENT_CHAR).rstrip()
+            return self.finish(self.text[:cut])
+        safe = self.text.lstrip().rstrip(REPLACEMENT_CHAR).rstrip()
         safe = safe[: len(safe) - self._stop_prefix_len(safe)].rstrip()
         return self._release(safe)
 
     def finish(self, text: str | None = None) -> str:
         """The last delta. Afterwards `final` holds the whole answer."""
         if text is None:
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            text = self.text + self._decode(self.ids[self._read_offset:])
         final = text.strip().rstrip(REPLACEMENT_CHAR).rstrip()
         delta = self._release(final)
         self.final = self.emitted
