@@ -29,19 +29,22 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_FILES = (REPO_ROOT / "data" / "mechuri_starter.jsonl", REPO_ROOT / "dataset_builder" / "seed_tasks.jsonl")
-RECIPE_VERSION = 3  # bump when the code below changes what gets built
+RECIPE_VERSION = 4  # bump when the code below changes what gets built
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    hidden: int = 192
+    hidden: int = 160
     layers: int = 3
     heads: int = 4
-    vocab_size: int = 4000
+    vocab_size: int = 3000
     max_positions: int = 512
-    max_length: int = 160
-    batch_size: int = 16
-    steps: int = 900
+    max_length: int = 144
+    batch_size: int = 12
+    steps: int = 2400
+    # The build must finish in minutes on a 2-core laptop: past this, training ends early (the learning-rate schedule
+    # follows whichever of steps or time runs out first, so an early stop is still a fully decayed schedule).
+    max_minutes: float = 7.0
     lr: float = 2e-3
     warmup: int = 60
     weight_decay: float = 0.05
@@ -51,7 +54,8 @@ class DemoRecipe:
 
 
 # What the CI end-to-end test uses: the same code path, a fraction of the compute.
-QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=3000, steps=220, batch_size=16, conversation_rows=60)
+QUICK_RECIPE = DemoRecipe(hidden=96, layers=2, vocab_size=2000, steps=160, batch_size=12, conversation_rows=60,
+                          max_minutes=2.0)
 
 
 def default_cache_root() -> Path:
@@ -103,10 +107,11 @@ def is_built(path: Path) -> bool:
     return (path / "demo.json").exists()
 
 
-def training_texts(rows: list[dict[str, str]], recipe: DemoRecipe, dish_names: Callable[[str], list[str]]) -> list[str]:
-    """Whole training sequences (prompt + answer), before EOS is appended."""
+def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe,
+                   dish_names: Callable[[str], list[str]]) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs; the loss covers the answer (and its EOS) only."""
     rng = random.Random(recipe.seed)
-    texts = ["".join(format_example(r["instruction"], r["input"], r["output"])) for r in rows]
+    pairs = [format_example(r["instruction"], r["input"], r["output"]) for r in rows]
     plain = [r for r in rows if not r["input"]]
     for row in rows:
         turned_down = dish_names(row["output"])
@@ -118,14 +123,14 @@ def training_texts(rows: list[dict[str, str]], recipe: DemoRecipe, dish_names: C
                 continue
             question = rng.choice([row["instruction"], "다른 거 추천해줘", "다른 거"])
             prompt = build_prompt([], question, excluded_dishes=turned_down).text
-            texts.append(prompt + format_example("", "", other["output"])[1])
+            pairs.append((prompt, format_example("", "", other["output"])[1]))
     for _ in range(recipe.conversation_rows):
         first, second = rng.sample(rows, 2)
         history = [PromptTurn(first["instruction"], first["output"], first["input"] or None)]
         prompt = build_prompt(history, second["instruction"], context=second["input"] or None).text
-        texts.append(prompt + format_example("", "", second["output"])[1])
-    rng.shuffle(texts)
-    return texts
+        pairs.append((prompt, format_example("", "", second["output"])[1]))
+    rng.shuffle(pairs)
+    return pairs
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -167,10 +172,19 @@ def build_demo_model(
     torch.manual_seed(recipe.seed)
     rows = read_rows()
     catalog = DishCatalog.load()
-    texts = training_texts(rows, recipe, catalog.names_in)
-    tokenizer = train_tokenizer(texts + [dish.name for dish in catalog], vocab_size=recipe.vocab_size)
+    pairs = training_pairs(rows, recipe, catalog.names_in)
+    tokenizer = train_tokenizer([p + a for p, a in pairs] + [dish.name for dish in catalog],
+                                vocab_size=recipe.vocab_size)
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
-    sequences = [[*tokenizer.encode(t, add_special_tokens=False), eos][-recipe.max_length:] for t in texts]
+    sequences: list[list[int]] = []
+    answer_starts: list[int] = []
+    for prompt, answer in pairs:
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+        answer_ids = [*tokenizer.encode(answer, add_special_tokens=False), eos]
+        # Keep the answer whole (it carries the EOS the model must learn); cut the oldest prompt tokens if needed.
+        prompt_ids = prompt_ids[-max(recipe.max_length - len(answer_ids), 8):]
+        sequences.append(prompt_ids + answer_ids)
+        answer_starts.append(len(prompt_ids))
     vocab = -(-len(tokenizer) // 64) * 64
     config = tiny_config(vocab, hidden=recipe.hidden, layers=recipe.layers, heads=recipe.heads,
                          max_positions=recipe.max_positions)
@@ -178,32 +192,45 @@ def build_demo_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                                   betas=(0.9, 0.95))
 
-    def lr_at(step: int) -> float:
+    budget_s = recipe.max_minutes * 60
+
+    def lr_at(step: int, elapsed: float) -> float:
         if step < recipe.warmup:
             return recipe.lr * (step + 1) / recipe.warmup
-        progress_ = (step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1)
-        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
+        done = max((step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1), elapsed / budget_s)
+        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
 
     batches = length_grouped_batches([len(s) for s in sequences], recipe.batch_size, recipe.steps, recipe.seed)
     model.train()
     bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=not progress, leave=False)
     losses: list[float] = []
+    train_started = time.perf_counter()
+    steps_done = 0
     for step in bar:
-        batch = [sequences[i] for i in batches[step]]
-        width = max(len(s) for s in batch)
+        elapsed = time.perf_counter() - train_started
+        if elapsed > budget_s:
+            log.warning("demo training stopped at step %d of %d: the %.0f-minute budget is spent", step,
+                        recipe.steps, recipe.max_minutes)
+            break
+        batch = batches[step]
+        width = max(len(sequences[i]) for i in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
         labels = torch.full((len(batch), width), -100)
-        for i, seq in enumerate(batch):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, : len(seq)] = torch.tensor(seq)
+        for row, i in enumerate(batch):
+            seq = torch.tensor(sequences[i])
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+            labels[row, answer_starts[i]: len(seq)] = seq[answer_starts[i]:]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+            group["lr"] = lr_at(step, elapsed)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        steps_done = step + 1
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     bar.close()
@@ -216,7 +243,7 @@ def build_demo_model(
     tokenizer.save_pretrained(tmp)
     card = {
         "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION, "cache_key": out.name,
-        "rows": len(rows), "training_sequences": len(texts), "parameters": sum(p.numel() for p in model.parameters()),
+        "rows": len(rows), "training_sequences": len(pairs), "steps_done": steps_done, "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1), "build_seconds": time.perf_counter() - started,
         "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
     }
