@@ -19,8 +19,9 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import BaseRequest
 
-from bot.conversation import ConversationService, resolve_adapter
+from bot.conversation import ConversationService
 from bot.handlers import Handlers
+from bot.runtime import load_catalog, start_generator
 from bot.settings import Settings
 from bot.storage import Store
 from bot.telegram_gate import CappedGenerator
@@ -88,23 +89,7 @@ async def set_commands(app: Application) -> None:
 
 async def load_generator(settings: Settings) -> Any:
     """The real generator: base model (+ the configured adapter) loaded off the event loop."""
-    from model import Generator, load_model
-
-    adapter = resolve_adapter(settings.adapters_dir, settings.adapter) if settings.adapter else None
-    loaded = await asyncio.to_thread(
-        load_model, settings.model_base, adapter=adapter, quantization=settings.quantization
-    )
-    return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-
-
-def load_catalog() -> Any | None:
-    try:
-        from model import DishCatalog
-
-        return DishCatalog.load()
-    except (ImportError, AttributeError, OSError, ValueError) as exc:
-        log.warning("dish catalog unavailable (%s); '다른 거' will not steer away from rejected dishes", exc)
-        return None
+    return await start_generator(settings)
 
 
 async def serve(

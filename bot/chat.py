@@ -14,10 +14,10 @@ import asyncio
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
-from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused, resolve_adapter
+from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused
+from bot.runtime import load_catalog, start_generator
 from bot.settings import Settings
 from bot.storage import Store
 
@@ -145,27 +145,9 @@ def stdin_lines(prompt: str | None) -> Iterator[str]:
 
 async def load_generator(settings: Settings, args: argparse.Namespace) -> Any:
     """The real generator on `settings.model_base`. Tests replace this function to run the CLI on a fake."""
-    from model import Generator, load_model
-
-    adapter = None
-    if args.adapter:
-        # A folder given on the command line is used as is; a bare name resolves inside the adapters folder.
-        given = Path(args.adapter)
-        adapter = given if given.is_dir() else resolve_adapter(settings.adapters_dir, args.adapter)
-    loaded = await asyncio.to_thread(
-        load_model, settings.model_base, adapter=adapter, quantization=settings.quantization, device=args.device
-    )
-    return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-
-
-def load_catalog() -> Any | None:
-    try:
-        from model import DishCatalog
-
-        return DishCatalog.load()
-    except (ImportError, AttributeError, OSError, ValueError) as exc:
-        log.info("no dish catalog (%s): '다른 거' will not steer away from turned-down dishes", exc)
-        return None
+    # The demo model is its own base: an adapter configured for the real model must not be put on it.
+    demo = getattr(args, "demo", False) or getattr(args, "demo_quick", False)
+    return await start_generator(settings, adapter=args.adapter, device=args.device, use_configured_adapter=not demo)
 
 
 async def chat_main(settings: Settings, args: argparse.Namespace) -> int:

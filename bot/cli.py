@@ -97,24 +97,14 @@ def bot_command(args: argparse.Namespace) -> int:
     return int(run_bot(settings) or 0)
 
 
-def db_upgrade_command(args: argparse.Namespace) -> int:
-    from bot.storage import run_upgrade
+def db_command(args: argparse.Namespace) -> int:
+    from bot.storage import run_downgrade, run_upgrade
 
     settings = _settings(args)
     if settings is None:
         return 2
-    run_upgrade(settings.database_url, args.revision)
-    print(f"database at {args.revision}: {settings.database_url}")
-    return 0
-
-
-def db_downgrade_command(args: argparse.Namespace) -> int:
-    from bot.storage import run_downgrade
-
-    settings = _settings(args)
-    if settings is None:
-        return 2
-    run_downgrade(settings.database_url, args.revision)
+    migrate = run_upgrade if args.db_command == "upgrade" else run_downgrade
+    migrate(settings.database_url, args.revision)
     print(f"database at {args.revision}: {settings.database_url}")
     return 0
 
@@ -157,8 +147,8 @@ def register(subparsers: Any) -> None:
     upgrade = db_commands.add_parser("upgrade", help="migrate up (default: to the newest schema)")
     upgrade.add_argument("revision", nargs="?", default="head")
     _database_flag(upgrade)
-    upgrade.set_defaults(func=db_upgrade_command)
+    upgrade.set_defaults(func=db_command)
     downgrade = db_commands.add_parser("downgrade", help="migrate down to REVISION ('base' drops every table)")
     downgrade.add_argument("revision", metavar="REVISION")
     _database_flag(downgrade)
-    downgrade.set_defaults(func=db_downgrade_command)
+    downgrade.set_defaults(func=db_command)

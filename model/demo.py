@@ -202,7 +202,9 @@ def build_demo_model(
 
     batches = length_grouped_batches([len(s) for s in sequences], recipe.batch_size, recipe.steps, recipe.seed)
     model.train()
-    bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=not progress, leave=False)
+    # disable=None: a bar on a terminal, nothing in a log file (where every update would be a new line).
+    bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=None if progress else True,
+               leave=False)
     losses: list[float] = []
     train_started = time.perf_counter()
     steps_done = 0

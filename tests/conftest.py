@@ -33,3 +33,14 @@ def tiny_adapter2_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     from model.tiny import make_tiny_adapter
 
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters2") / "mild", seed=2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are all overhead: two OpenMP threads on two shared cores run them many times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

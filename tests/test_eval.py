@@ -11,16 +11,7 @@ import pytest
 from model.evaluate import AnswerCheck, hangul_counts, repeats_sentence, summarise
 from model.tiny import TINY_QA
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two busy shared cores run tiny models many times slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_repeats_and_hangul() -> None:

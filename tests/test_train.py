@@ -33,15 +33,7 @@ NEW_ROWS = [
 QUICK = dict(batch_size=3, lr=3e-3, logging_steps=1, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two busy shared cores run tiny models many times slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_rows(path: Path, rows, extra_lines: tuple[str, ...] = ()) -> Path:
