@@ -1,17 +1,20 @@
 """The history store: users, conversations and turns in SQLite (or any SQLAlchemy async URL), through SQLAlchemy 2.
 
 The schema changes only through Alembic (migrations/); `await store.upgrade()` runs it. All SQL of the bot lives here:
-the conversation service and the front ends call `Store` methods and never build queries themselves.
+the conversation service and the front ends call `Store` methods and never build queries themselves. The methods are
+async; each runs as one transaction on a dedicated database thread (see `Store`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -24,17 +27,21 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
+    create_engine,
     delete,
     event,
     func,
+    insert,
     select,
     update,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROLES = ("user", "assistant")
 STATUSES = ("ok", "rejected", "failed", "pending")
@@ -141,8 +148,7 @@ def run_downgrade(database_url: str, revision: str) -> None:
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; the busy timeout makes concurrent writers wait instead of failing
     # with "database is locked"; SQLite leaves foreign keys off unless asked. synchronous=NORMAL in WAL mode keeps
-    # every commit through a process crash (kill -9); only a power cut can lose the last commits. It halves the cost
-    # of the three commits each message makes.
+    # every commit through a process crash (kill -9); only a power cut can lose the last commits.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -151,28 +157,65 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
+# The async URL names the driver Alembic's async env uses; the store runs the same database through the sync driver.
+_SYNC_DRIVERS = {"+aiosqlite": "+pysqlite", "+asyncpg": "+psycopg", "+aiomysql": "+pymysql", "+asyncmy": "+pymysql"}
+
+
+def sync_url(database_url: str) -> str:
+    for async_driver, sync_driver in _SYNC_DRIVERS.items():
+        database_url = database_url.replace(async_driver, sync_driver, 1)
+    return database_url
+
+
+def make_engine(database_url: str, *, echo: bool = False) -> Engine:
     is_sqlite = database_url.startswith("sqlite")
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if is_sqlite else {}
-    # Every Store method ends its transaction itself (commit, or rollback on error), so the pool's extra rollback on
-    # each return is a wasted round trip to aiosqlite's thread.
-    engine = create_async_engine(database_url, echo=echo, connect_args=connect_args, pool_reset_on_return=None)
+    # Every Store job ends its own transaction, so the pool's extra rollback on each return is wasted work.
+    engine = create_engine(sync_url(database_url), echo=echo, connect_args=connect_args, pool_reset_on_return=None)
     if is_sqlite:
-        event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
     return engine
 
 
-# The prompt keeps only what fits the model's context; reading more turns than this would be wasted work.
-HISTORY_LIMIT = 64
+# The prompt keeps only what fits the model's context (2,048 tokens for Polyglot, with 256 kept for the answer): more
+# turns than this never make it in, so reading them would be wasted work.
+HISTORY_LIMIT = 40
+
+# The statements of every message, built once: building and coercing a statement costs more than SQLite running it.
+_T, _U, _C = Turn.__table__, User.__table__, Conversation.__table__
+_TOUCH_USER = update(_U).where(_U.c.id == bindparam("uid")).values(last_seen_at=bindparam("now"))
+_TOUCH_USER_NAMED = _TOUCH_USER.values(name=bindparam("uname"))
+_OPEN_CONVERSATION = select(_C.c.id).where(
+    _C.c.user_id == bindparam("uid"), _C.c.chat_id == bindparam("cid"), _C.c.closed_at.is_(None)
+)
+_INSERT_TURN = insert(_T).returning(_T.c.id, _T.c.created_at)
+# What a prompt needs of the history, as plain rows (attribute access like a Turn, without building ORM objects).
+_RECENT_HISTORY = (
+    select(_T.c.id, _T.c.role, _T.c.text, _T.c.status, _T.c.reply_to)
+    .where(_T.c.conversation_id == bindparam("conversation_id"))
+    .order_by(_T.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_UPDATE_TURN = update(_T).where(_T.c.id == bindparam("turn_id"))
 
 
 class Store:
-    """Every query the bot runs. Methods commit before they return, and return detached ORM rows."""
+    """Every query the bot runs. Methods commit before they return, and return detached ORM rows.
+
+    Each method is one job on a dedicated database thread, run as a whole transaction. An async driver (aiosqlite)
+    instead hops to its thread and back for every cursor call: about 20 hops a message, most of the bot's overhead
+    (docs/benchmarks.md). Jobs run in order on one thread, which is also what SQLite's single writer wants.
+    """
 
     def __init__(self, database_url: str, *, echo: bool = False) -> None:
         self.database_url = database_url
         self.engine = make_engine(database_url, echo=echo)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechuri-db")
+
+    async def _run(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # A cancelled caller does not cancel the job: a transaction on the DB thread always runs to its end.
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(job, *args, **kwargs))
 
     async def __aenter__(self) -> Store:
         return self
@@ -181,93 +224,92 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self._run(self.engine.dispose)
+        self._thread.shutdown(wait=True)
 
     async def upgrade(self, revision: str = "head") -> None:
         await asyncio.to_thread(run_upgrade, self.database_url, revision)
 
     async def recover(self) -> int:
         """Mark turns left `pending` by a process that died mid-generation as failed. Run once at startup."""
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(Turn)
-                .where(Turn.status == "pending")
-                .values(status="failed", error="interrupted: the process stopped during generation",
-                        finished_at=utcnow())
-            )
-        count = result.rowcount or 0
+        count = await self._run(self._execute_count, update(Turn).where(Turn.status == "pending").values(
+            status="failed", error="interrupted: the process stopped during generation", finished_at=utcnow()))
         if count:
             log.warning("recovered %d turn(s) left pending by an interrupted run; marked failed", count)
         return count
+
+    def _execute_count(self, statement: Any) -> int:
+        with self.sessions.begin() as session:
+            return session.execute(statement).rowcount or 0
 
     # --- writes -------------------------------------------------------------------------------------------------
 
     async def add_question(self, chat_id: int, user_id: int, text: str, user_name: str | None = None) -> Turn:
         """Store a user turn in the user's open conversation (opened here if needed); committed on return."""
+        return await self._run(self._add_question, chat_id, user_id, text, user_name)
+
+    def _add_question(self, chat_id: int, user_id: int, text: str, user_name: str | None) -> Turn:
         for attempt in range(3):
             try:
-                async with self.sessions.begin() as session:
+                now = utcnow()
+                with self.engine.begin() as db:
                     # One UPDATE for a known user (the usual case) instead of a SELECT and an UPDATE.
-                    seen = {"last_seen_at": utcnow(), **({"name": user_name} if user_name else {})}
-                    updated = await session.execute(update(User).where(User.id == user_id).values(**seen))
-                    if not updated.rowcount:
-                        session.add(User(id=user_id, name=user_name))
-                    conversation_id = await self._open_conversation_id(session, chat_id, user_id)
-                    turn = Turn(conversation_id=conversation_id, role="user", text=text, status="ok")
-                    session.add(turn)
-                return turn
+                    touch = _TOUCH_USER_NAMED if user_name else _TOUCH_USER
+                    if not db.execute(touch, {"uid": user_id, "now": now, "uname": user_name}).rowcount:
+                        db.execute(insert(_U), {"id": user_id, "name": user_name, "created_at": now,
+                                                "last_seen_at": now})
+                    conversation_id = db.execute(_OPEN_CONVERSATION, {"uid": user_id, "cid": chat_id}).scalar()
+                    if conversation_id is None:
+                        conversation_id = db.execute(
+                            insert(_C).returning(_C.c.id), {"user_id": user_id, "chat_id": chat_id, "opened_at": now}
+                        ).scalar_one()
+                    values = {"conversation_id": conversation_id, "role": "user", "text": text, "status": "ok",
+                              "attempts": 1, "created_at": now}
+                    turn_id = db.execute(_INSERT_TURN, values).scalar_one()
+                return Turn(id=turn_id, **values)
             except IntegrityError:
                 # Another process opened the conversation (or created the user) between our read and our write.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    async def _open_conversation_id(self, session: Any, chat_id: int, user_id: int) -> int:
-        found = await session.scalar(
-            select(Conversation.id).where(
-                Conversation.user_id == user_id, Conversation.chat_id == chat_id, Conversation.closed_at.is_(None)
-            )
-        )
-        if found is not None:
-            return int(found)
-        conversation = Conversation(user_id=user_id, chat_id=chat_id)
-        session.add(conversation)
-        await session.flush()
-        return conversation.id
-
     async def start_answer(
         self, question: Turn, *, seed: int, params: dict[str, Any], adapter_name: str | None,
         adapter_version: str | None,
     ) -> Turn:
         """Create the `pending` assistant turn before generation starts, so a crash leaves a trace of it."""
-        async with self.sessions.begin() as session:
-            turn = Turn(
-                conversation_id=question.conversation_id, role="assistant", text="", status="pending",
-                reply_to=question.id, seed=seed, params=params, adapter_name=adapter_name,
-                adapter_version=adapter_version,
-            )
-            session.add(turn)
+        _, turn = await self._run(self._begin_answer, question, seed, params, adapter_name, adapter_version, 0)
         return turn
 
     async def begin_answer(
         self, question: Turn, *, seed: int, params: dict[str, Any], adapter_name: str | None,
         adapter_version: str | None, history_limit: int = HISTORY_LIMIT,
-    ) -> tuple[Sequence[Turn], Turn]:
-        """The conversation's recent turns and a new `pending` answer row, in one transaction (one round trip less
-        per message than reading and inserting apart)."""
-        async with self.sessions.begin() as session:
-            history = await self._recent_turns(session, question.conversation_id, history_limit)
-            turn = Turn(
-                conversation_id=question.conversation_id, role="assistant", text="", status="pending",
-                reply_to=question.id, seed=seed, params=params, adapter_name=adapter_name,
-                adapter_version=adapter_version,
-            )
-            session.add(turn)
-        return history, turn
+    ) -> tuple[Sequence[Any], Turn]:
+        """The conversation's recent turns (id, role, text, status and reply_to, oldest first) and a new `pending`
+        answer row, in one transaction."""
+        return await self._run(self._begin_answer, question, seed, params, adapter_name, adapter_version,
+                               history_limit)
+
+    def _begin_answer(self, question: Turn, seed: int, params: dict[str, Any], adapter_name: str | None,
+                      adapter_version: str | None, history_limit: int) -> tuple[Sequence[Any], Turn]:
+        values = {"conversation_id": question.conversation_id, "role": "assistant", "text": "", "status": "pending",
+                  "reply_to": question.id, "seed": seed, "params": params, "adapter_name": adapter_name,
+                  "adapter_version": adapter_version, "attempts": 1, "created_at": utcnow()}
+        with self.engine.begin() as db:
+            history: Sequence[Any] = []
+            if history_limit:
+                rows = db.execute(_RECENT_HISTORY, {"conversation_id": question.conversation_id, "limit": history_limit})
+                history = list(reversed(rows.all()))
+            turn_id = db.execute(_INSERT_TURN, values).scalar_one()
+        return history, Turn(id=turn_id, **values)
 
     async def update_turn(self, turn_id: int, **values: Any) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(update(Turn).where(Turn.id == turn_id).values(**values))
+        await self._run(self._update_turn, turn_id, values)
+
+    def _update_turn(self, turn_id: int, values: dict[str, Any]) -> None:
+        with self.engine.begin() as db:
+            # No .values(): Core takes the SET clause from the parameters, so one statement serves every update.
+            db.execute(_UPDATE_TURN, {"turn_id": turn_id, **values})
 
     async def finish_answer(self, turn_id: int, *, status: str, text: str = "", **values: Any) -> None:
         if status not in STATUSES or status == "pending":
@@ -275,73 +317,71 @@ class Store:
         await self.update_turn(turn_id, status=status, text=text, finished_at=utcnow(), **values)
 
     async def delete_turn(self, turn_id: int) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(delete(Turn).where(Turn.id == turn_id))
+        await self._run(self._execute_count, delete(Turn).where(Turn.id == turn_id))
 
     async def change_status(self, turn_id: int, old: str, new: str) -> bool:
         """Compare-and-set, so two retries of one answer cannot both win."""
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(Turn).where(Turn.id == turn_id, Turn.status == old).values(status=new)
-            )
-        return (result.rowcount or 0) == 1
+        statement = update(Turn).where(Turn.id == turn_id, Turn.status == old).values(status=new)
+        return await self._run(self._execute_count, statement) == 1
 
     async def close_conversation(self, chat_id: int, user_id: int) -> bool:
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(Conversation)
-                .where(Conversation.user_id == user_id, Conversation.chat_id == chat_id,
-                       Conversation.closed_at.is_(None))
-                .values(closed_at=utcnow())
-            )
-        return (result.rowcount or 0) > 0
+        statement = (
+            update(Conversation)
+            .where(Conversation.user_id == user_id, Conversation.chat_id == chat_id, Conversation.closed_at.is_(None))
+            .values(closed_at=utcnow())
+        )
+        return await self._run(self._execute_count, statement) > 0
 
     async def forget_user(self, user_id: int) -> int:
         """Delete every row stored for this user, in every chat. Returns the number of rows deleted."""
-        async with self.sessions.begin() as session:
+        return await self._run(self._forget_user, user_id)
+
+    def _forget_user(self, user_id: int) -> int:
+        with self.sessions.begin() as session:
             conversation_ids = select(Conversation.id).where(Conversation.user_id == user_id)
-            turns = await session.execute(delete(Turn).where(Turn.conversation_id.in_(conversation_ids)))
-            conversations = await session.execute(delete(Conversation).where(Conversation.user_id == user_id))
-            users = await session.execute(delete(User).where(User.id == user_id))
+            turns = session.execute(delete(Turn).where(Turn.conversation_id.in_(conversation_ids)))
+            conversations = session.execute(delete(Conversation).where(Conversation.user_id == user_id))
+            users = session.execute(delete(User).where(User.id == user_id))
         return sum((r.rowcount or 0) for r in (turns, conversations, users))
 
     # --- reads --------------------------------------------------------------------------------------------------
 
     async def get_turn(self, turn_id: int) -> tuple[Turn, Conversation] | None:
-        async with self.sessions() as session:
-            row = (
-                await session.execute(
-                    select(Turn, Conversation)
-                    .join(Conversation, Conversation.id == Turn.conversation_id)
-                    .where(Turn.id == turn_id)
-                )
+        return await self._run(self._get_turn, turn_id)
+
+    def _get_turn(self, turn_id: int) -> tuple[Turn, Conversation] | None:
+        with self.sessions() as session:
+            row = session.execute(
+                select(Turn, Conversation).join(Conversation, Conversation.id == Turn.conversation_id)
+                .where(Turn.id == turn_id)
             ).first()
         return (row[0], row[1]) if row else None
 
     async def conversation_turns(self, conversation_id: int, limit: int | None = None) -> Sequence[Turn]:
         """The conversation's turns, oldest first; with `limit`, only the newest ones."""
-        async with self.sessions() as session:
-            return await self._recent_turns(session, conversation_id, limit)
+        return await self._run(self._conversation_turns, conversation_id, limit)
+
+    def _conversation_turns(self, conversation_id: int, limit: int | None) -> Sequence[Turn]:
+        with self.sessions() as session:
+            return self._recent_turns(session, conversation_id, limit)
 
     @staticmethod
-    async def _recent_turns(session: Any, conversation_id: int, limit: int | None) -> Sequence[Turn]:
+    def _recent_turns(session: Session, conversation_id: int, limit: int | None) -> Sequence[Turn]:
         query = select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.id.desc())
         if limit is not None:
             query = query.limit(limit)
-        return list(reversed((await session.scalars(query)).all()))
+        return list(reversed(session.scalars(query).all()))
 
     async def open_conversation(self, chat_id: int, user_id: int) -> Conversation | None:
-        async with self.sessions() as session:
-            return await session.scalar(
-                select(Conversation).where(
-                    Conversation.user_id == user_id, Conversation.chat_id == chat_id,
-                    Conversation.closed_at.is_(None),
-                )
-            )
+        return await self._run(self._scalar, select(Conversation).where(
+            Conversation.user_id == user_id, Conversation.chat_id == chat_id, Conversation.closed_at.is_(None)))
 
     async def count_turns(self, status: str | None = None) -> int:
-        async with self.sessions() as session:
-            query = select(func.count(Turn.id))
-            if status is not None:
-                query = query.where(Turn.status == status)
-            return int(await session.scalar(query) or 0)
+        query = select(func.count(Turn.id))
+        if status is not None:
+            query = query.where(Turn.status == status)
+        return int(await self._run(self._scalar, query) or 0)
+
+    def _scalar(self, query: Any) -> Any:
+        with self.sessions() as session:
+            return session.scalar(query)
