@@ -224,7 +224,7 @@ class _JoinedTokens:
         return text.split(self.SEP) if text else []
 
 
-class BruteForceIndex:
+class BruteForceIndex(NearDupIndex):
     """Reference implementation: rouge_scorer.RougeScorer against every row added so far. O(n) per query."""
 
     def __init__(self, threshold: float) -> None:
@@ -253,9 +253,6 @@ class BruteForceIndex:
         found.sort(key=lambda s: (-s[0], s[1]))
         return found
 
-    def best(self, tokens: Sequence[str]) -> tuple[float, int] | None:
-        found = self.matches(tokens)
-        return found[0] if found else None
 
 
 def tokenize_all(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[str]]:
