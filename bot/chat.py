@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
+import random
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
@@ -160,6 +162,8 @@ async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
         await store.recover()
         generator = await load_generator(settings, args)
         service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog())
+        if getattr(args, "seed", None) is not None:
+            service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         if interactive:
             print(f"메추리 ({settings.model_base}). {HELP}", file=sys.stderr)

@@ -130,6 +130,8 @@ def register(subparsers: Any) -> None:
     chat.add_argument("--user-id", type=int, default=LOCAL_ID, help="whose history to use (default: %(default)s)")
     chat.add_argument("--chat-id", type=int, default=LOCAL_ID, help=argparse.SUPPRESS)
     sampling = chat.add_argument_group("sampling (defaults from MECHURI_* settings)")
+    sampling.add_argument("--seed", type=int, help="draw every sampling seed from this one, so a scripted session "
+                                                   "gives the same answers again (default: fresh random seeds)")
     sampling.add_argument("--max-new-tokens", type=int)
     sampling.add_argument("--temperature", type=float, help="0 means greedy")
     sampling.add_argument("--top-p", type=float)

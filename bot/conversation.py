@@ -120,8 +120,11 @@ class ConversationService:
         max_retries_for_dish: int = 3,
         adapters_dir: Path | str = "adapters",
         max_concurrent: int | None = None,
+        seed_source: Callable[[], int] = new_seed,
     ) -> None:
         self.store = store
+        # Fresh random seeds by default; a scripted session (`mechuri chat --seed N`) draws them from a seeded stream.
+        self.seed_source = seed_source
         self.generator = generator
         self.generation = generation
         self.catalog = catalog
@@ -273,7 +276,7 @@ class ConversationService:
         self, question: Turn, history: list[PromptTurn] | None, excluded: tuple[str, ...],
         on_partial: DeltaCallback | None, retry_of: int | None,
     ) -> Answer:
-        seed = new_seed()
+        seed = self.seed_source()
         params = {"seed": seed, "avoid": self._spellings(excluded), **asdict(self.generation)}
         adapter = self._adapter()
         stored = {"seed": seed, "params": GenerationRequest(prompt="", **params).sampling_params(),
@@ -316,7 +319,7 @@ class ConversationService:
                 log.warning("turn %d still names a rejected dish after %d samples; kept", pending.id, attempts)
                 break
             attempts += 1
-            request = GenerationRequest(**{**asdict(request), "seed": new_seed()})
+            request = GenerationRequest(**{**asdict(request), "seed": self.seed_source()})
             # The front end's partial text starts over with the new sample.
             await self.store.update_turn(pending.id, seed=request.seed, attempts=attempts)
         if attempts > 1:

@@ -54,8 +54,9 @@ class DemoRecipe:
 
 
 # What the CI end-to-end test uses: the same code path, a fraction of the compute.
-QUICK_RECIPE = DemoRecipe(hidden=96, layers=2, vocab_size=2000, steps=160, batch_size=12, conversation_rows=60,
-                          max_minutes=2.0)
+# Measured: names a catalog dish in 34 of 40 sampled answers (the 160-step version: 23 of 40), in 37 s.
+QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=2000, steps=600, batch_size=12, conversation_rows=60,
+                          max_minutes=3.0)
 
 
 def default_cache_root() -> Path:

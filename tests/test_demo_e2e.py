@@ -16,13 +16,13 @@ from model.dishes import DishCatalog
 MARKER = "메추리> "
 
 
-def chat(lines: str, home: Path) -> subprocess.CompletedProcess[str]:
+def chat(lines: str, home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data"),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for key in [k for k in env if k.startswith("MECHURI_")]:
         del env[key]
     return subprocess.run(
-        [sys.executable, "-m", "mechuri", "chat", "--demo-quick"], input=lines, capture_output=True, text=True,
+        [sys.executable, "-m", "mechuri", "chat", "--demo-quick", "--seed", "7", *extra], input=lines, capture_output=True, text=True,
         env=env, cwd=home, timeout=900,
     )
 
@@ -41,23 +41,29 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("newcomer")
 
 
+SESSION = "비 오는 날 뭐 먹지\n다른 거\n해장 추천\n다른 거\n"
+
+
 def test_demo_chat_answers_retries_and_remembers(home: Path) -> None:
-    first = chat("비 오는 날 뭐 먹지\n다른 거\n", home)
+    first = chat(SESSION, home)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "SMALL DEMO MODEL" in first.stderr and "KoAlpaca-Polyglot-5.8B" in first.stderr
     said = answers(first.stdout)
-    assert len(said) == 2, first.stdout
+    assert len(said) == 4, first.stdout
     assert all(hangul_share(a) > 0.6 for a in said), said
     catalog = DishCatalog.load()
     dishes = [set(catalog.names_in(a)) for a in said]
-    assert dishes[0], said  # a food recommendation names a dish...
-    assert not dishes[0] & dishes[1], said  # ...and "다른 거" never brings a turned-down one back
+    pairs = [(dishes[0], dishes[1]), (dishes[2], dishes[3])]
+    # "다른 거" never brings a turned-down dish back...
+    assert all(not (rejected & retried) for rejected, retried in pairs), said
+    # ...and the answers are food recommendations: a named dish, then a different named dish on "다른 거".
+    assert any(rejected and retried for rejected, retried in pairs), said
 
     db = home / "data" / "mechuri" / "demo.db"
     with sqlite3.connect(db) as raw:
         turns = raw.execute("SELECT conversation_id, role, status, seed FROM turns ORDER BY id").fetchall()
-    assert [(r, s) for _, r, s, _ in turns] == [("user", "ok"), ("assistant", "rejected"), ("assistant", "ok")]
-    assert turns[1][3] != turns[2][3]  # a new seed for the retry
+    assert [(r, s) for _, r, s, _ in turns] == [("user", "ok"), ("assistant", "rejected"), ("assistant", "ok")] * 2
+    assert turns[1][3] != turns[2][3] and turns[4][3] != turns[5][3]  # a new seed for each retry
 
     # A second run (a "restart") continues the same conversation from the same file.
     second = chat("매운 요리 추천해줘\n", home)
@@ -69,3 +75,8 @@ def test_demo_chat_answers_retries_and_remembers(home: Path) -> None:
     assert later[: len(turns)] == [(c, r) for c, r, _, _ in turns]
     assert len(later) == len(turns) + 2 and {c for c, _ in later} == {turns[0][0]}
     assert re.search(r"demo\.db", second.stderr)
+
+    # The same script with the same --seed on a fresh history file gives the same answers: sessions are reproducible.
+    again = chat(SESSION, home, "--database-url", f"sqlite+aiosqlite:///{home / 'again.db'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert answers(again.stdout) == said
