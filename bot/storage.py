@@ -212,6 +212,7 @@ class Store:
         self.engine = make_engine(database_url, echo=echo)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechuri-db")
+        self._closed = False
 
     async def _run(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # A cancelled caller does not cancel the job: a transaction on the DB thread always runs to its end.
@@ -224,6 +225,9 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
+        if self._closed:  # front ends close on every exit path; a second close is a no-op
+            return
+        self._closed = True
         await self._run(self.engine.dispose)
         self._thread.shutdown(wait=True)
 

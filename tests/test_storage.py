@@ -130,3 +130,13 @@ async def test_one_open_conversation_per_chat_and_user(tmp_path: Path) -> None:
         assert not await store.close_conversation(1, 1)
         c = await store.add_question(1, 1, "d")
         assert c.conversation_id not in (a.conversation_id, other_chat.conversation_id)
+
+
+async def test_closing_twice_is_harmless(tmp_path) -> None:
+    from bot.storage import Store
+
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'twice.db'}")
+    await store.upgrade()
+    await store.add_question(1, 1, "저녁 뭐 먹지")
+    await store.close()
+    await store.close()
