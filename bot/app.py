@@ -41,10 +41,7 @@ GeneratorFactory = Callable[[Settings], Awaitable[Any]]
 
 def build_service(settings: Settings, store: Store, generator: Any, catalog: Any | None = None) -> ConversationService:
     """The conversation service as the bot runs it: generations beyond the global cap wait instead of failing."""
-    return ConversationService(
-        store, CappedGenerator(generator, settings.max_concurrent), generation=settings.generation_defaults(),
-        catalog=catalog, adapters_dir=settings.adapters_dir, max_concurrent=None,
-    )
+    return ConversationService.from_settings(settings, store, CappedGenerator(generator, settings.max_concurrent), catalog)
 
 
 def build_application(

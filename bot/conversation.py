@@ -138,10 +138,10 @@ class ConversationService:
 
     @classmethod
     def from_settings(cls, settings: Any, store: Store, generator: Any, catalog: Any | None = None) -> ConversationService:
-        return cls(
-            store, generator, generation=settings.generation_defaults(), catalog=catalog,
-            adapters_dir=settings.adapters_dir, max_concurrent=settings.max_concurrent,
-        )
+        """The service as configured. The global cap (MECHURI_MAX_CONCURRENT) is the front end's to apply: the bot
+        wraps the generator so that generations over the cap wait (bot.app.build_service)."""
+        return cls(store, generator, generation=settings.generation_defaults(), catalog=catalog,
+                   adapters_dir=settings.adapters_dir)
 
     # --- the public calls ---------------------------------------------------------------------------------------
 
