@@ -290,7 +290,7 @@ class Generator:
         step_ids, step_pos = input_ids, position_ids
         while rows:
             out = self._model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                              past_key_values=cache, use_cache=True, logits_to_keep=1)
+                              cache=cache, use_cache=True, logits_to_keep=1)
             young = [b for b, j in enumerate(rows) if new_tokens[j] < requests[j].min_new_tokens]
             chosen = sampler.next_tokens(out.logits[:, -1, :], seen, young, eos, [trackers[j].ids for j in rows])
             chosen_list = chosen.tolist()

@@ -118,18 +118,28 @@ def quantization_config(quantization: str, device: str) -> Any:
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            # bitsandbytes on CPU computes in bf16; on a GPU without native bf16 (a T4) fp16 is the fast choice.
+            bnb_4bit_compute_dtype=torch.bfloat16 if not device.startswith("cuda") or native_bf16(device)
+            else torch.float16,
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
 
 
+def native_bf16(device: str) -> bool:
+    """bf16 in hardware: CUDA compute capability 8.0 (Ampere) or newer. `torch.cuda.is_bf16_supported()` also says
+    yes on a T4 (7.5), where bf16 is emulated and several times slower than fp16."""
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def default_dtype(quantization: str, device: str) -> Any:
     import torch
 
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     # bitsandbytes on CPU computes in bf16; a plain CPU model is fastest and exact in fp32.
     return torch.bfloat16 if quantization == "4bit" else torch.float32
 
@@ -145,6 +155,9 @@ def quiet_transformers() -> None:
     # bitsandbytes' 8-bit path on CPU warns, and logs, on every matmul.
     warnings.filterwarnings("ignore", module="bitsandbytes")
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub kernel at import and warns when it is missing; we keep
+    # 4-bit layers off that path anyway (keep_4bit_layout), so the warning is nothing a user could act on.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def load_base(base: str, *, quantization: str = "none", device: str | None = None, dtype: Any = None) -> Any:
@@ -166,8 +179,36 @@ def load_base(base: str, *, quantization: str = "none", device: str | None = Non
         raise ModelLoadError(f"{quantization} needs bitsandbytes: pip install bitsandbytes ({exc})") from exc
     if qconfig is None:
         model.to(device)
+    if quantization == "4bit" and device == "cpu":
+        keep_4bit_layout(model)
     model.eval()
     return model
+
+
+def keep_4bit_layout(model: Any) -> int:
+    """Keep every 4-bit layer in bitsandbytes' portable weight layout. Returns the number of layers changed.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit` weight into a CPU-only layout the first time
+    the layer runs in eval mode without grad, and a later training forward through that layout fails ("a view of a
+    leaf Variable that requires grad is being used in an in-place operation"): an evaluation step during 4-bit
+    training is enough. Serving on CPU is for tests and demos, so one code path on every CPU is worth more than the
+    packed kernel's speed: the same model gives the same numbers on every machine CI may run on.
+    """
+    try:
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state)
+            changed += 1
+    return changed
 
 
 def adapter_version(path: Path) -> str:

@@ -244,12 +244,11 @@ def _check_out(config: TrainConfig, out: Path) -> None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Fine-tune `config.base` with LoRA on `config.data` and write the adapter folder `config.out`."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 
     from model.evaluate import answer_loss
-    from model.loading import check_base_folder, eos_id_of, load_base, load_tokenizer, pick_device
+    from model.loading import check_base_folder, eos_id_of, load_base, load_tokenizer, native_bf16, pick_device
 
     started = time.perf_counter()
     out = Path(config.out).expanduser()
@@ -290,8 +289,7 @@ def train(config: TrainConfig) -> TrainResult:
     trainable, total = model.get_nb_trainable_parameters()
 
     cuda = device.startswith("cuda")
-    # Native bf16 needs Ampere or newer; is_bf16_supported() also says yes to the slow emulation on a T4.
-    bf16 = cuda and torch.cuda.get_device_capability(device)[0] >= 8
+    bf16 = native_bf16(device)
     epochs = config.epochs if config.epochs is not None else (None if config.max_steps else 3.0)
     args = TrainingArguments(
         output_dir=str(checkpoints),

@@ -175,6 +175,27 @@ def test_train_30_steps(quantization, tiny_model_dir, rows_file, tmp_path, capsy
         assert answer_loss(loaded.model, examples, loaded.pad_token_id) == pytest.approx(metrics["eval_loss"], 1e-5)
 
 
+def test_4bit_training_with_evaluation_works_on_every_cpu(monkeypatch, tiny_model_dir, rows_file, tmp_path) -> None:
+    """bitsandbytes repacks a 4-bit weight for AVX512-BF16 CPUs after an eval-mode forward, and a later training
+    forward then fails. The test forces the AVX512-BF16 path, so it guards the fix on a CPU without it too."""
+    import bitsandbytes.nn.modules as bnb_modules
+    import torch
+
+    from model.loading import load_base
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    model = load_base(str(tiny_model_dir), quantization="4bit")
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+    layers = [m for m in model.modules() if isinstance(m, bnb_modules.Linear4bit)]
+    assert layers and not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+
+    result = train(TrainConfig(data=str(rows_file), eval_data=str(rows_file), base=str(tiny_model_dir),
+                               out=str(tmp_path / "a"), quantization="4bit", max_steps=4, eval_steps=2, **QUICK))
+    evals = [h["step"] for h in result.log_history if "eval_loss" in h]
+    assert result.metrics["global_step"] == 4 and evals == [2, 4]  # training went on after each evaluation
+
+
 async def test_answer_only_labels_teach_the_model_to_stop(tmp_path) -> None:
     """From an untrained base: the same LoRA training ends answers with EOS only when the EOS is in the labels."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
