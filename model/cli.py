@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--train-steps", type=int, default=60,
                        help="fit a few food answers so the output is readable (0 = random weights)")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--flavour", choices=("tiny", "polyglot"), default="tiny",
+                       help="polyglot: like the real tokenizer, no pad token, extra special tokens, and embedding "
+                            "rows past the vocabulary")
     build.set_defaults(func=cmd_tiny_build)
     adapter = tiny_sub.add_parser("adapter", help="write a random LoRA adapter for a tiny model")
     adapter.add_argument("base", type=Path)
@@ -106,7 +109,7 @@ async def _generate(args: argparse.Namespace) -> int:
 def cmd_tiny_build(args: argparse.Namespace) -> int:
     from model.tiny import build_tiny_model
 
-    out = build_tiny_model(args.out, train_steps=args.train_steps, seed=args.seed)
+    out = build_tiny_model(args.out, train_steps=args.train_steps, seed=args.seed, flavour=args.flavour)
     print(f"tiny model written to {out}")
     return 0
 

@@ -1,9 +1,14 @@
-"""The in-process generator: seeded sampling, streaming, batching and hot adapter reload.
+"""The in-process generator: continuous batching, seeded sampling, streaming and hot adapter reload.
 
-All model work runs on one dedicated worker thread, so the event loop never blocks. Requests that arrive together are
-batched (left padding, attention masks, per-row seeds and sampling parameters). The queue is bounded: when it is full,
-`stream()` raises `GeneratorBusy` at once. An adapter reload is queued like a request and runs between batches, so no
-generation ever runs on a half-swapped model; if loading fails, the old adapter keeps serving.
+All model work runs on one dedicated worker thread, so the event loop never blocks. The worker keeps a fixed set of
+slots (model/decode.py): at each step boundary, waiting requests take free slots (their prompts are prefilled
+together), then one decode step gives every busy slot its next token. A request that arrives while a long answer is
+being written gets its first token a step later, not after that answer. A finished or cancelled request frees its
+slot at once. The queue is bounded: when it is full, `stream()` raises `GeneratorBusy` at once.
+
+An adapter reload is queued like a request: new requests wait while the running ones finish, then the adapter is
+swapped and they start. So every answer comes from one adapter (the one its result names), no step ever runs on a
+half-swapped model, and if loading fails the old adapter keeps serving.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from typing import Any
 
 import torch
 
-from model.avoid import TokenBytes
+from model.avoid import PhraseBan, TokenBytes
+from model.decode import MIN_WINDOW, DecodeBatch, Newcomer, bucket
 from model.loading import LoadedModel, attach_adapter, check_adapter_folder, load_model
-from model.sampling import BatchSampler, TextTracker
+from model.sampling import TextTracker
 from model.types import (
     AdapterInfo,
     GenerationRequest,
@@ -34,7 +40,7 @@ from model.types import (
 )
 
 log = logging.getLogger(__name__)
-_DONE = object()
+ADMISSIONS = ("continuous", "static")
 
 
 @dataclass
@@ -91,13 +97,22 @@ class Generator:
         max_queue: int = 64,
         batch_window_ms: float = 2.0,
         merge_adapter: bool | None = None,
+        admission: str = "continuous",
+        capture: bool | None = None,
     ) -> None:
+        """`max_batch_size` slots decode together. `admission="static"` admits only into an empty batch (a batch runs
+        to its end first), which is how the generator worked before continuous batching; benchmarks compare the two.
+        `capture` (default: on CUDA) replays the decode step as CUDA graphs."""
+        if admission not in ADMISSIONS:
+            raise ValueError(f"admission must be one of {', '.join(ADMISSIONS)}")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.max_context = loaded.max_context
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_window_s = batch_window_ms / 1000
+        self.admission = admission
+        self.capture = loaded.device.startswith("cuda") if capture is None else capture
         # Merging the adapter into fp weights makes serving as fast as the bare base; on a quantized base it is lossy.
         self.merge_adapter = loaded.quantization == "none" if merge_adapter is None else merge_adapter
         self._model = loaded.model
@@ -110,8 +125,9 @@ class Generator:
         self._closed = False
         self._cv = threading.Condition()
         self._started = time.time()
-        self._vocab_bytes: TokenBytes | None = None  # built on the first request that avoids phrases
-        self._suppress = [loaded.pad_token_id] if loaded.pad_token_id != loaded.eos_token_id else []
+        self._vocab_bytes: TokenBytes | None = None  # built with the slots, on the first request
+        self._batch: DecodeBatch | None = None
+        self._active: dict[int, _Active] = {}  # slot → the request in it
         if self._peft_name and self.merge_adapter:
             self._model.merge_adapter()
         self._worker = threading.Thread(target=self._work, name="mechuri-generator", daemon=True)
@@ -193,32 +209,121 @@ class Generator:
 
     def _work(self) -> None:
         while True:
+            control: _Control | None = None
+            newcomers: list[_Job] = []
             with self._cv:
-                self._cv.wait_for(lambda: self._pending or self._controls or self._closed)
-                if self._controls:
-                    control = self._controls.popleft()
-                    batch: list[_Job] = []
-                elif self._pending:
-                    control = None
-                    if len(self._pending) < self.max_batch_size and self.batch_window_s > 0:
+                if not self._active:
+                    self._cv.wait_for(lambda: self._pending or self._controls or self._closed)
+                    if self._closed and not self._pending:
+                        return
+                    if self._pending and not self._controls and self.batch_window_s > 0:
+                        # Requests that arrive together start together: one prefill instead of several.
                         self._cv.wait_for(lambda: len(self._pending) >= self.max_batch_size or self._closed,
                                           timeout=self.batch_window_s)
-                    batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch_size))]
-                    self._running = len(batch)
-                else:
-                    return
+                if self._controls and not self._active:
+                    control = self._controls.popleft()
+                elif not self._controls and (self.admission == "continuous" or not self._active):
+                    free = self.max_batch_size - len(self._active)
+                    newcomers = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
             if control is not None:
                 self._run_control(control)
                 continue
             try:
-                self._run_batch([job for job in batch if not job.cancelled])
-            except Exception as exc:  # one broken batch must not kill the worker
-                log.exception("generation failed for a batch of %d", len(batch))
+                self._advance([job for job in newcomers if not job.cancelled])
+            except Exception as exc:  # one broken step must not kill the worker
+                log.exception("generation failed for %d request(s)", len(self._active) + len(newcomers))
                 error = exc if isinstance(exc, ModelError) else ModelError(f"generation failed: {exc!r}")
-                for job in batch:
+                for job in [*(a.job for a in self._active.values()), *newcomers]:
                     job.send(error)
+                self._batch = None  # start over with fresh slots
+                self._active.clear()
             finally:
-                self._running = 0
+                self._running = len(self._active)
+
+    @torch.inference_mode()
+    def _advance(self, newcomers: list[_Job]) -> None:
+        """Admit the newcomers, then run one decode step for everyone (either part may be empty)."""
+        batch = self._decode_batch()
+        if newcomers:
+            admitted = [self._admit(job) for job in newcomers]
+            self._set_bans([a for a in admitted if a.ban is not None])
+            tokens = batch.prefill([Newcomer(a.slot, a.job.request, a.prompt_ids) for a in admitted])
+            for a, token in zip(admitted, tokens.tolist(), strict=True):
+                self._take(a, token)
+        if not self._active:
+            return
+        busy = list(self._active.values())
+        self._set_bans([a for a in busy if a.ban is not None])
+        rows = bucket(max(self._active) + 1, 1, self.max_batch_size)
+        window = bucket(max(a.prompt_tokens + a.new_tokens for a in busy), MIN_WINDOW, self.max_context)
+        chosen = batch.step(rows, window, sample=any(a.job.request.temperature > 0 for a in busy)).tolist()
+        for a in busy:
+            self._take(a, chosen[a.slot])
+
+    def _decode_batch(self) -> DecodeBatch:
+        if self._batch is None:
+            tok = self.tokenizer
+            vocab_rows = int(self._model.get_output_embeddings().weight.shape[0])
+            self._batch = DecodeBatch(
+                self._model, slots=self.max_batch_size, context=self.max_context, vocab_rows=vocab_rows,
+                token_bytes=self._token_bytes().by_id, eos=self.loaded.eos_token_id, pad=self.loaded.pad_token_id,
+                never=[*tok.all_special_ids, *tok.added_tokens_decoder], device=self.loaded.device,
+                capture=self.capture,
+            )
+        return self._batch
+
+    def _admit(self, job: _Job) -> _Active:
+        request = job.request
+        ids = self.tokenizer.encode(request.prompt, add_special_tokens=False) or [self.loaded.eos_token_id]
+        room = max(self.max_context - request.max_new_tokens, 1)
+        slot = next(i for i in range(self.max_batch_size) if i not in self._active)
+        ban = PhraseBan(self._token_bytes(), request.avoid) if request.avoid else None
+        # ids[-room:] is the safety net; build_prompt trims properly before this.
+        active = _Active(job, slot, ids[-room:], len(ids) > room, TextTracker(self.tokenizer, request.stop), ban)
+        self._active[slot] = active
+        return active
+
+    def _set_bans(self, rows: list[_Active]) -> None:
+        for a in rows:
+            self._batch.ban(a.slot, a.ban.banned(a.tracker.ids))
+
+    def _take(self, a: _Active, token: int) -> None:
+        """One chosen token for one request: stream it, or finish the request and free its slot."""
+        job, tracker = a.job, a.tracker
+        if job.cancelled:
+            self._free(a)
+            return
+        a.new_tokens += 1
+        if a.first_token_at is None:
+            a.first_token_at = time.perf_counter()
+        if token == self.loaded.eos_token_id:
+            self._finish(a, "eos")
+            return
+        delta = tracker.add(token)
+        if delta:
+            job.send(delta)
+        if tracker.stopped:
+            self._finish(a, "stop", final_delta_sent=True)
+        elif a.new_tokens >= job.request.max_new_tokens:
+            self._finish(a, "length")
+
+    def _free(self, a: _Active) -> None:
+        del self._active[a.slot]
+        self._batch.release(a.slot)
+
+    def _finish(self, a: _Active, reason: str, final_delta_sent: bool = False) -> None:
+        self._free(a)
+        job, tracker = a.job, a.tracker
+        if not final_delta_sent:
+            delta = tracker.finish()
+            if delta:
+                job.send(delta)
+        end = time.perf_counter()
+        job.send(GenerationResult(
+            text=tracker.final or "", seed=job.request.seed, prompt_tokens=len(a.prompt_ids), new_tokens=a.new_tokens,
+            finish_reason=reason, ttft_s=(a.first_token_at or end) - job.submitted, total_s=end - job.submitted,
+            adapter=self._adapter, prompt_truncated=a.truncated,
+        ))
 
     def _run_control(self, control: _Control) -> None:
         try:
@@ -252,103 +357,34 @@ class Generator:
             model.merge_adapter()
         self._model, self._peft_name, self._adapter = model, new, info
         self._reloads += 1
+        if self._batch is not None:  # the slots keep their memory; only the model under them changed
+            self._batch.model = model
+            self._batch.forget_captures()
         log.info("adapter %s (version %s) is serving; loaded in %.3f s", info.name, info.version, info.load_seconds)
         return info
-
-    @torch.inference_mode()
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        if not jobs:
-            return
-        device = self.loaded.device
-        eos, pad = self.loaded.eos_token_id, self.loaded.pad_token_id
-        requests = [job.request for job in jobs]
-        prompts: list[list[int]] = []
-        truncated: list[bool] = []
-        for req in requests:
-            ids = self.tokenizer.encode(req.prompt, add_special_tokens=False) or [eos]
-            room = max(self.max_context - req.max_new_tokens, 1)
-            truncated.append(len(ids) > room)
-            prompts.append(ids[-room:])  # the safety net; build_prompt trims properly before this
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(jobs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for i, ids in enumerate(prompts):
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            mask[i, width - len(ids):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        sampler = BatchSampler.for_requests(requests, device, self._suppress,
-                                            self._token_bytes() if any(r.avoid for r in requests) else None)
-        trackers = [TextTracker(self.tokenizer, req.stop) for req in requests]
-        new_tokens = [0] * len(jobs)
-        first_token_at: list[float | None] = [None] * len(jobs)
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self._model.config)
-        rows = list(range(len(jobs)))  # batch row → job index, for the rows still running
-        seen = input_ids
-        step_ids, step_pos = input_ids, position_ids
-        while rows:
-            out = self._model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                              cache=cache, use_cache=True, logits_to_keep=1)
-            young = [b for b, j in enumerate(rows) if new_tokens[j] < requests[j].min_new_tokens]
-            chosen = sampler.next_tokens(out.logits[:, -1, :], seen, young, eos, [trackers[j].ids for j in rows])
-            chosen_list = chosen.tolist()
-            now = time.perf_counter()
-            keep: list[int] = []
-            for b, j in enumerate(rows):
-                job, tracker, token = jobs[j], trackers[j], chosen_list[b]
-                if job.cancelled:
-                    continue
-                new_tokens[j] += 1
-                if first_token_at[j] is None:
-                    first_token_at[j] = now
-                if token == eos:
-                    self._finish(job, tracker, "eos", len(prompts[j]), new_tokens[j], first_token_at[j], truncated[j])
-                    continue
-                delta = tracker.add(token)
-                if delta:
-                    job.send(delta)
-                if tracker.stopped:
-                    self._finish(job, tracker, "stop", len(prompts[j]), new_tokens[j], first_token_at[j],
-                                 truncated[j], final_delta_sent=True)
-                elif new_tokens[j] >= job.request.max_new_tokens:
-                    self._finish(job, tracker, "length", len(prompts[j]), new_tokens[j], first_token_at[j],
-                                 truncated[j])
-                else:
-                    keep.append(b)
-            if len(keep) < len(rows) and keep:
-                # Drop finished rows, so short answers don't keep paying for long ones.
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                chosen, mask, seen = chosen[index], mask[index], seen[index]
-                step_pos = step_pos[index]
-                sampler = sampler.select(index)
-            rows = [rows[b] for b in keep]
-            if not rows:
-                break
-            step_ids = chosen.unsqueeze(1)
-            step_pos = step_pos[:, -1:] + 1
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            seen = torch.cat([seen, step_ids], dim=1)
 
     def _token_bytes(self) -> TokenBytes:
         if self._vocab_bytes is None:
             self._vocab_bytes = TokenBytes(self.tokenizer)
         return self._vocab_bytes
 
-    def _finish(self, job: _Job, tracker: TextTracker, reason: str, prompt_tokens: int, new_tokens: int,
-                first_token_at: float | None, truncated: bool, final_delta_sent: bool = False) -> None:
-        if not final_delta_sent:
-            delta = tracker.finish()
-            if delta:
-                job.send(delta)
-        end = time.perf_counter()
-        job.send(GenerationResult(
-            text=tracker.final or "", seed=job.request.seed, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-            finish_reason=reason, ttft_s=(first_token_at or end) - job.submitted, total_s=end - job.submitted,
-            adapter=self._adapter, prompt_truncated=truncated,
-        ))
+
+@dataclass
+class _Active:
+    """A request in a slot: what the host keeps of it between steps."""
+
+    job: _Job
+    slot: int
+    prompt_ids: list[int]
+    truncated: bool
+    tracker: TextTracker
+    ban: PhraseBan | None
+    new_tokens: int = 0
+    first_token_at: float | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
 
 
 def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:

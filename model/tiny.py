@@ -1,9 +1,15 @@
 """Tiny Polyglot-shaped GPT-NeoX models, built offline, for tests, benchmarks and anyone trying the code.
 
 A tiny model goes through exactly the code path of KoAlpaca-Polyglot-5.8B: the same architecture (rotary_pct 0.25,
-parallel residual, untied embeddings), a Korean byte-level BPE tokenizer, `<|endoftext|>` as EOS and a separate pad
-token. Like some Polyglot configs, the config's `eos_token_id` is deliberately wrong (0): loaders must read EOS from the
-tokenizer. With `train_steps` the model is fitted on a few food questions so its answers are worth reading.
+parallel residual, untied embeddings), a Korean byte-level BPE tokenizer, and `<|endoftext|>` (id 2) as EOS. Like
+Polyglot's config, the config's `eos_token_id` is deliberately wrong (0): loaders must read EOS from the tokenizer.
+With `train_steps` the model is fitted on a few food questions so its answers are worth reading.
+
+Two flavours:
+- "tiny": a separate `<|pad|>` token (id 1), the easy case.
+- "polyglot": what the real tokenizer does where bugs hide: no pad token at all (so pad falls back to EOS), the
+  extra special tokens `<|sep|>`, `<|acc|>`, `<|tel|>`, `<|rrn|>`, and an embedding matrix with rows past the
+  tokenizer (the real one has 30,080 rows for 30,003 tokens).
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ CORPUS_FILES = (
     REPO_ROOT / "dataset_builder" / "seed_tasks.jsonl",
     REPO_ROOT / "data" / "dishes.csv",
 )
-UNK, PAD = "<|unk|>", "<|pad|>"
+UNK, PAD, SEP = "<|unk|>", "<|pad|>", "<|sep|>"
 SPECIAL_TOKENS = [UNK, PAD, END_OF_TEXT]  # ids 0, 1, 2: EOS is id 2, as in Polyglot-ko
+# The Polyglot flavour: no pad; Polyglot-ko's masks for personal data come after the BPE vocabulary.
+POLYGLOT_SPECIAL_TOKENS = [UNK, SEP, END_OF_TEXT]
+POLYGLOT_EXTRA_TOKENS = ["<|acc|>", "<|tel|>", "<|rrn|>"]
+FLAVOURS = ("tiny", "polyglot")
 
 # A few answers in the bot's voice, always part of the corpus, and what `train_steps` fits.
 TINY_QA: tuple[tuple[str, str, str], ...] = (
@@ -68,28 +78,38 @@ def _texts_of_line(raw: str, suffix: str) -> Iterator[str]:
         yield from (v for v in instance.values() if isinstance(v, str))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, flavour: str = "tiny"):
     """A byte-level BPE tokenizer in the Polyglot style, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown tiny-model flavour {flavour!r}: choose {' or '.join(FLAVOURS)}")
+    polyglot = flavour == "polyglot"
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=POLYGLOT_SPECIAL_TOKENS if polyglot else SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(list(texts), trainer=trainer)
+    if not polyglot:
+        return PreTrainedTokenizerFast(
+            tokenizer_object=core, unk_token=UNK, pad_token=PAD, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT
+        )
+    core.add_special_tokens([AddedToken(t, special=True) for t in POLYGLOT_EXTRA_TOKENS])
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token=UNK, pad_token=PAD, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT
+        tokenizer_object=core, unk_token=UNK, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT,
+        extra_special_tokens=[SEP, *POLYGLOT_EXTRA_TOKENS],
     )
 
 
-def tiny_config(vocab_size: int, *, hidden: int = 128, layers: int = 2, heads: int = 4, max_positions: int = 1024):
+def tiny_config(vocab_size: int, *, hidden: int = 128, layers: int = 2, heads: int = 4, max_positions: int = 1024,
+                pad_token_id: int | None = 1):
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
@@ -104,7 +124,7 @@ def tiny_config(vocab_size: int, *, hidden: int = 128, layers: int = 2, heads: i
         tie_word_embeddings=False,
         bos_token_id=0,
         eos_token_id=0,  # the Polyglot quirk, on purpose: the real EOS is the tokenizer's <|endoftext|> (id 2)
-        pad_token_id=1,
+        pad_token_id=pad_token_id,
     )
 
 
@@ -118,6 +138,7 @@ def build_tiny_model(
     heads: int = 4,
     vocab_size: int = 4000,
     qa: Sequence[tuple[str, str, str]] = TINY_QA,
+    flavour: str = "tiny",
 ) -> Path:
     """Write a tiny GPT-NeoX model and its tokenizer to `out_dir` as a `save_pretrained` folder."""
     import torch
@@ -126,10 +147,14 @@ def build_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
-    tokenizer = train_tokenizer(korean_corpus(), vocab_size=vocab_size)
-    # Round the embedding up to a multiple of 64, as Polyglot does (30,080 = 470 × 64).
-    padded_vocab = -(-len(tokenizer) // 64) * 64
-    model = GPTNeoXForCausalLM(tiny_config(padded_vocab, hidden=hidden, layers=layers, heads=heads))
+    tokenizer = train_tokenizer(korean_corpus(), vocab_size=vocab_size, flavour=flavour)
+    # Round the embedding up to a multiple of 64, as Polyglot does (30,080 = 470 × 64); the Polyglot flavour always
+    # has rows past the tokenizer, which nothing may ever sample.
+    extra = 1 if flavour == "polyglot" else 0
+    padded_vocab = -(-(len(tokenizer) + extra) // 64) * 64
+    config = tiny_config(padded_vocab, hidden=hidden, layers=layers, heads=heads,
+                         pad_token_id=None if flavour == "polyglot" else 1)
+    model = GPTNeoXForCausalLM(config)
     if train_steps:
         fit_examples(model, tokenizer, qa, steps=train_steps)
     model.eval()
@@ -153,7 +178,9 @@ def fit_texts(model, tokenizer, texts: Sequence[str], *, steps: int, lr: float =
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     rows = [[*tokenizer.encode(text, add_special_tokens=False), eos] for text in texts]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    # Padding positions are masked and carry no label, so any id does; a pad-less tokenizer pads with EOS.
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    ids = torch.full((len(rows), width), pad)
     labels = torch.full((len(rows), width), -100)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):

@@ -22,6 +22,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def polyglot_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Polyglot-faithful flavour: no pad token (pad falls back to EOS), extra special tokens, and embedding rows
+    past the tokenizer, as in the real KoAlpaca-Polyglot-5.8B."""
+    from model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("polyglot") / "model", train_steps=60, seed=0, flavour="polyglot")
+
+
+@pytest.fixture(scope="session", params=["tiny", "polyglot"])
+def any_model_dir(request: pytest.FixtureRequest) -> Path:
+    """Each of the two tiny flavours in turn: tests of the real model path run on both."""
+    return request.getfixturevalue("tiny_model_dir" if request.param == "tiny" else "polyglot_model_dir")
+
+
+@pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.tiny import make_tiny_adapter
 
