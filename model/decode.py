@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from model.sampling import choose
-from model.slots import SlotCache, SlotState
+from model.slots import ROW_FIELDS, SlotCache, SlotState
 from model.types import GenerationRequest
 from model.utf8 import Utf8Table
 
@@ -142,7 +142,7 @@ class _Captured:
     def __init__(self, batch: DecodeBatch, key: tuple[int, int, bool]) -> None:
         rows, window, sample = key
         # Warm-up runs the step for real (kernel selection, lazy init); the state it advances is put back after.
-        saved = {f.name: getattr(batch.state, f.name).clone() for f in fields(SlotState)}
+        saved = {name: getattr(batch.state, name).clone() for name in ROW_FIELDS}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -121,7 +121,6 @@ class Generator:
         self._reloads = 1
         self._pending: collections.deque[_Job] = collections.deque()
         self._controls: collections.deque[_Control] = collections.deque()
-        self._running = 0
         self._closed = False
         self._cv = threading.Condition()
         self._started = time.time()
@@ -173,7 +172,7 @@ class Generator:
         return GeneratorInfo(
             base=self.loaded.base, adapter=self._adapter, quantization=self.loaded.quantization,
             device=self.loaded.device, dtype=self.loaded.dtype, max_context=self.max_context,
-            queue_length=len(self._pending), running=self._running, max_batch_size=self.max_batch_size,
+            queue_length=len(self._pending), running=len(self._active), max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,
         )
 
@@ -237,8 +236,6 @@ class Generator:
                     job.send(error)
                 self._batch = None  # start over with fresh slots
                 self._active.clear()
-            finally:
-                self._running = len(self._active)
 
     @torch.inference_mode()
     def _advance(self, newcomers: list[_Job]) -> None:
@@ -323,6 +320,7 @@ class Generator:
             text=tracker.final or "", seed=job.request.seed, prompt_tokens=len(a.prompt_ids), new_tokens=a.new_tokens,
             finish_reason=reason, ttft_s=(a.first_token_at or end) - job.submitted, total_s=end - job.submitted,
             adapter=self._adapter, prompt_truncated=a.truncated,
+            token_ids=(*tracker.ids, self.loaded.eos_token_id) if reason == "eos" else tuple(tracker.ids),
         ))
 
     def _run_control(self, control: _Control) -> None:

@@ -70,6 +70,9 @@ class Rows:
     utf8: torch.Tensor  # long: the row's UTF-8 state (model.utf8)
 
 
+ROW_FIELDS = tuple(f.name for f in fields(Rows))
+
+
 class SlotState(Rows):
     """Every slot's state, allocated once. `rows(n)` views the first n slots (what a decode step reads)."""
 
@@ -90,10 +93,10 @@ class SlotState(Rows):
         self.index = torch.arange(slots, device=device)
 
     def rows(self, count: int) -> Rows:
-        return Rows(**{f.name: getattr(self, f.name)[:count] for f in fields(Rows)})
+        return Rows(**{name: getattr(self, name)[:count] for name in ROW_FIELDS})
 
     def pick(self, slots: torch.Tensor) -> Rows:
-        return Rows(**{f.name: getattr(self, f.name)[slots] for f in fields(Rows)})
+        return Rows(**{name: getattr(self, name)[slots] for name in ROW_FIELDS})
 
     def start(self, slot: int, request: GenerationRequest, prompt_ids: list[int]) -> None:
         """Set a slot up for a request whose prompt (`prompt_ids`, no padding) was just prefilled."""

@@ -94,6 +94,7 @@ class GenerationResult:
     total_s: float
     adapter: AdapterInfo = field(default_factory=AdapterInfo)
     prompt_truncated: bool = False
+    token_ids: tuple[int, ...] = ()  # the answer's tokens as generated (EOS and stop text included, if reached)
 
     @property
     def tokens_per_s(self) -> float:

@@ -37,6 +37,14 @@ def any_model_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
+def any_adapter_dir(any_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA adapter for whichever flavour `any_model_dir` is."""
+    from model.tiny import make_tiny_adapter
+
+    return make_tiny_adapter(any_model_dir, tmp_path_factory.mktemp("any-adapters") / "spicy", seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.tiny import make_tiny_adapter
 

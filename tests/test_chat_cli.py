@@ -126,27 +126,27 @@ def test_mechuri_chat_end_to_end_on_a_tiny_model(tiny_model_dir: Path, tmp_path:
     assert all(t[4] > 0 for t in turns[1:])
 
 
-async def test_the_service_on_the_real_generator(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path) -> None:
+async def test_the_service_on_the_real_generator(any_model_dir: Path, any_adapter_dir: Path, tmp_path: Path) -> None:
     """The fake's surface matches the real Generator: streaming, seeds, token budgets, timings, adapter reload."""
     import asyncio
 
     from model import Generator, load_model
 
     db = await asyncio.to_thread(fresh_db, tmp_path)
-    loaded = await asyncio.to_thread(load_model, str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = await asyncio.to_thread(load_model, str(any_model_dir), quantization="none", device="cpu")
     generator = Generator(loaded, max_batch_size=4, max_queue=8)
     partials: list[str] = []
 
     async def on_partial(text: str) -> None:
         partials.append(text)
 
-    adapters = tiny_adapter_dir.parent
+    adapters = any_adapter_dir.parent
     try:
         async with service_on(db, generator, adapters_dir=adapters) as service:
             first = await service.reply(1, 1, "매운 요리 추천해줘", on_partial=on_partial)
             second = await service.retry(1, 1, first.turn_id)
             long = await service.reply(1, 1, "국밥 " * 3000)
-            info = await service.reload_adapter(tiny_adapter_dir.name)
+            info = await service.reload_adapter(any_adapter_dir.name)
             adapted = await service.reply(1, 1, "점심 추천")
     finally:
         await generator.close()
@@ -159,4 +159,4 @@ async def test_the_service_on_the_real_generator(tiny_model_dir: Path, tiny_adap
     )
     assert stored[first.turn_id][0] == "rejected" and stored[second.turn_id][0] == "ok"
     assert all(r[1] + 64 <= generator.max_context and r[2] > 0 and r[3] > 0 for r in stored.values())
-    assert stored[adapted.turn_id][4] == info.name == tiny_adapter_dir.name
+    assert stored[adapted.turn_id][4] == info.name == any_adapter_dir.name

@@ -33,7 +33,7 @@ def test_summary_shares() -> None:
     assert summarise("A", None, "base", None, 0, [check("eos", "x", None)]).dish_share is None  # no catalog
 
 
-def test_eval_prints_the_table_and_writes_json(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path,
+def test_eval_prints_the_table_and_writes_json(any_model_dir: Path, any_adapter_dir: Path, tmp_path: Path,
                                                capsys) -> None:
     from mechuri.cli import main
 
@@ -41,7 +41,7 @@ def test_eval_prints_the_table_and_writes_json(tiny_model_dir: Path, tiny_adapte
     rows = [json.dumps({"instruction": q, "input": c, "output": a}, ensure_ascii=False) for q, c, a in TINY_QA]
     data.write_text("\n".join([*rows, "not json"]) + "\n", encoding="utf-8")
     out = tmp_path / "eval.json"
-    code = main(["eval", "--base", str(tiny_model_dir), "--adapter", str(tiny_adapter_dir), "--data", str(data),
+    code = main(["eval", "--base", str(any_model_dir), "--adapter", str(any_adapter_dir), "--data", str(data),
                  "--compare-base", "--limit", "4", "--json", str(out), "--max-new-tokens", "48"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -65,7 +65,7 @@ def test_eval_prints_the_table_and_writes_json(tiny_model_dir: Path, tiny_adapte
     assert report["data"]["bad_lines"] == [{"line": 9, "reason": "not valid JSON (Expecting value at column 1)"}]
 
     # Fixed seeds: the same command gives the same answers.
-    assert main(["eval", "--base", str(tiny_model_dir), "--data", str(data), "--limit", "4", "--json",
+    assert main(["eval", "--base", str(any_model_dir), "--data", str(data), "--limit", "4", "--json",
                  str(tmp_path / "again.json"), "--max-new-tokens", "48"]) == 0
     again = json.loads((tmp_path / "again.json").read_text(encoding="utf-8"))["models"][0]
     assert [c["answer"] for c in again["checks"]] == [c["answer"] for c in base["checks"]]

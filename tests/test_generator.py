@@ -26,8 +26,9 @@ def prompt(q: str) -> str:
 
 
 @pytest.fixture
-async def generator(tiny_model_dir: Path):
-    gen = Generator(load_model(str(tiny_model_dir)))
+async def generator(any_model_dir: Path):
+    """The generator on each tiny flavour: with a separate pad, and Polyglot's (no pad, padded embedding)."""
+    gen = Generator(load_model(str(any_model_dir)))
     yield gen
     await gen.close()
 
@@ -145,16 +146,34 @@ async def test_queue_full_raises_generator_busy(tiny_model_dir: Path) -> None:
 
 
 async def test_cancelled_stream_stops_early(generator: Generator) -> None:
-    stream = generator.stream(GenerationRequest(prompt("해장 추천"), seed=3, max_new_tokens=200, min_new_tokens=200))
-    await stream.__anext__()
-    await stream.aclose()
-    after = await generator.generate(GenerationRequest(prompt("해장 추천"), seed=3, max_new_tokens=5))
+    """A cancelled answer frees its slot within a step or two; left running it would take 200 decode steps."""
+    steps = 0
+
+    def count(*_args) -> None:
+        nonlocal steps
+        steps += 1
+
+    hook = generator.loaded.model.get_output_embeddings().register_forward_hook(count)
+    try:
+        stream = generator.stream(GenerationRequest(prompt("해장 추천"), seed=3, max_new_tokens=200,
+                                                    min_new_tokens=200))
+        await stream.__anext__()
+        await stream.aclose()
+        for _ in range(500):
+            if generator.info().running == 0:
+                break
+            await asyncio.sleep(0.01)
+        stopped_after = steps
+        after = await generator.generate(GenerationRequest(prompt("해장 추천"), seed=3, max_new_tokens=5))
+    finally:
+        hook.remove()
+    assert generator.info().running == 0 and stopped_after < 50, stopped_after
     assert after.new_tokens <= 5 and generator.info().queue_length == 0
 
 
-async def test_info(generator: Generator, tiny_model_dir: Path) -> None:
+async def test_info(generator: Generator, any_model_dir: Path) -> None:
     info = generator.info()
-    assert info.base == str(tiny_model_dir) and info.quantization == "none" and info.device == "cpu"
+    assert info.base == str(any_model_dir) and info.quantization == "none" and info.device == "cpu"
     assert info.queue_length == 0 and info.adapter.version == "base" and info.max_context == 1024
 
 

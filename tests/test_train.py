@@ -135,7 +135,7 @@ def test_rows_over_max_length_are_dropped_and_counted(tokenizer) -> None:
 # ----- training -----
 
 @pytest.mark.parametrize("quantization", ["none", "8bit", "4bit"])
-def test_train_30_steps(quantization, tiny_model_dir, rows_file, tmp_path, capsys) -> None:
+def test_train_30_steps(quantization, any_model_dir, rows_file, tmp_path, capsys) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -143,7 +143,7 @@ def test_train_30_steps(quantization, tiny_model_dir, rows_file, tmp_path, capsy
 
     data = write_rows(tmp_path / "train.jsonl", NEW_ROWS, ("{broken",))
     out = tmp_path / f"adapter-{quantization}"
-    code = main(["train", "--data", str(data), "--eval-data", str(rows_file), "--base", str(tiny_model_dir),
+    code = main(["train", "--data", str(data), "--eval-data", str(rows_file), "--base", str(any_model_dir),
                  "--out", str(out), "--max-steps", "30", "--quantization", quantization, "--batch-size", "3",
                  "--lr", "3e-3", "--logging-steps", "1", "--eval-steps", "15", "--no-progress"])
     printed = capsys.readouterr().out
@@ -159,12 +159,12 @@ def test_train_30_steps(quantization, tiny_model_dir, rows_file, tmp_path, capsy
     assert metrics["eval_loss"] < 0.8 * losses[0] and metrics["eval_perplexity"] > 1
     assert metrics["tokens_per_s"] > 0 and metrics["peak_memory_bytes"] > 0
     assert metrics["config"]["quantization"] == quantization
-    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
-    assert f"base_model: {tiny_model_dir}" in (out / "README.md").read_text()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(any_model_dir)
+    assert f"base_model: {any_model_dir}" in (out / "README.md").read_text()
 
-    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out))
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(any_model_dir), str(out))
     assert sum(1 for n, _ in plain.named_parameters() if "lora_B" in n) == 2  # query_key_value in both layers
-    loaded = load_model(str(tiny_model_dir), adapter=out)
+    loaded = load_model(str(any_model_dir), adapter=out)
     assert loaded.adapter.name == out.name
     assert metrics["eval_loss"] == metrics["eval_loss_curve"][-1][1]  # the curve's last point is the final number
     if quantization == "none":  # and it is the number `mechuri eval` computes for this adapter
@@ -196,15 +196,17 @@ def test_4bit_training_with_evaluation_works_on_every_cpu(monkeypatch, tiny_mode
     assert result.metrics["global_step"] == 4 and evals == [2, 4]  # training went on after each evaluation
 
 
-async def test_answer_only_labels_teach_the_model_to_stop(tmp_path) -> None:
-    """From an untrained base: the same LoRA training ends answers with EOS only when the EOS is in the labels."""
+@pytest.mark.parametrize("flavour", ["tiny", "polyglot"])
+async def test_answer_only_labels_teach_the_model_to_stop(tmp_path, flavour) -> None:
+    """From an untrained base: the same LoRA training ends answers with EOS only when the EOS is in the labels, also
+    with a tokenizer that has no pad token (pad = EOS is exactly the reference recipe's bug)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from model.loading import eos_id_of, load_base, load_tokenizer
     from model.sft_data import load_examples
     from model.tiny import TINY_QA, build_tiny_model
 
-    base = build_tiny_model(tmp_path / "untrained", train_steps=0)
+    base = build_tiny_model(tmp_path / "untrained", train_steps=0, flavour=flavour)
     data = write_rows(tmp_path / "d.jsonl", TINY_QA[:4])
     recipe = dict(lora_targets="all-linear", lora_dropout=0.0, lr=1e-2, max_steps=30, batch_size=4)
     ours = train(TrainConfig(data=str(data), base=str(base), out=str(tmp_path / "ours"), quantization="none",
