@@ -62,13 +62,21 @@ class BuiltPrompt:
 
 
 def neutralise(text: str, special_tokens: Sequence[str] = ()) -> str:
-    """Make user or model text safe to place inside the template."""
+    """Make user or model text safe to place inside the template.
+
+    Removing a look-alike can join its neighbours into a new one ("<|endo<||>ftext|>"), so removal repeats until
+    nothing changes: the text only shrinks, so this ends, and what is left holds no special token at all.
+    """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
-    for token in special_tokens:
-        if token:
+    tokens = sorted({t for t in special_tokens if t}, key=len, reverse=True)
+    while True:
+        before = text
+        for token in tokens:
             text = text.replace(token, "")
-    text = _SPECIAL_TOKEN_LIKE.sub("", text)
+        text = _SPECIAL_TOKEN_LIKE.sub("", text)
+        if text == before:
+            break
     text = _HASH_RUN.sub(lambda m: "＃" * len(m.group()), text)
     text = _MANY_BLANK_LINES.sub("\n\n", text)
     return text.strip()
@@ -96,8 +104,11 @@ def format_example(instruction: str, input_text: str = "", output: str | None = 
 
 
 def _special_tokens(tokenizer: Any) -> list[str]:
+    """Every token text the tokenizer would turn into a special id: its special tokens and its added tokens."""
     tokens = list(getattr(tokenizer, "all_special_tokens", None) or [])
-    return [t for t in tokens if t] + [END_OF_TEXT]
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    tokens += [str(getattr(t, "content", t)) for t in added.values()]
+    return [t for t in dict.fromkeys(tokens) if t] + [END_OF_TEXT]
 
 
 def _count(tokenizer: Any, text: str) -> int:

@@ -91,3 +91,39 @@ def test_trimmed_prompt_always_fits_the_budget(tokenizer, history: list[str], qu
     assert built.token_count <= budget
     assert built.text.endswith(ANSWER)
     assert built.kept_turns + built.dropped_turns == len(turns)
+
+
+@pytest.fixture(scope="module")
+def polyglot_tokenizer(polyglot_model_dir: Path):
+    from model.loading import load_tokenizer
+
+    return load_tokenizer(str(polyglot_model_dir))
+
+
+def _pieces_of_special_tokens() -> list[str]:
+    from model.tiny import POLYGLOT_EXTRA_TOKENS, POLYGLOT_SPECIAL_TOKENS, SPECIAL_TOKENS
+
+    pieces = ["<|", "|>", "<||>", "<", "|", ">", "#", "##", "###", " ", "\n", "답변:", "질문:", "김치", "\x00", "\r"]
+    for token in dict.fromkeys([*SPECIAL_TOKENS, *POLYGLOT_SPECIAL_TOKENS, *POLYGLOT_EXTRA_TOKENS]):
+        pieces.append(token)
+        pieces += [token[:i] for i in range(1, len(token))] + [token[i:] for i in range(1, len(token))]
+    return pieces
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_pieces_of_special_tokens()), max_size=14))
+def test_no_user_text_becomes_a_special_token_or_a_marker(polyglot_tokenizer, parts: list[str]) -> None:
+    """Nested and overlapping look-alikes of every special token the tokenizer has ("a<|endo<||>ftext|>b", …)."""
+    user_text = "".join(parts)
+    built = build_prompt([PromptTurn(user_text, user_text, context=user_text)], user_text,
+                         tokenizer=polyglot_tokenizer, budget=2000).text
+    specials = set(polyglot_tokenizer.all_special_ids) | set(polyglot_tokenizer.added_tokens_decoder)
+    assert not specials & set(polyglot_tokenizer.encode(built, add_special_tokens=False)), built
+    markers = 4 + (1 if neutralise(user_text, polyglot_tokenizer.all_special_tokens) else 0)
+    assert built.count("###") == markers and built.endswith(ANSWER)
+
+
+def test_removing_a_look_alike_cannot_make_a_new_one() -> None:
+    assert neutralise("a<|endo<||>ftext|>b") == "ab"
+    assert neutralise("<|endo<|endo<||>ftext|>ftext|>x") == "x"
+    assert "##" not in neutralise("#<|sep|>#<|pad|>#")
