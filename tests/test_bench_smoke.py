@@ -24,7 +24,9 @@ from bench.common import replace_section  # noqa: E402
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("bench")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    # CUDA hidden: these are CPU smoke runs, and on a GPU machine the plain command would build the 5.8B model.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
     commands = {
         "gpu": [sys.executable, "bench/gpu_generate.py", "--tiny", "--reps", "1", "--jsonl", str(tmp / "rows.jsonl")],
         "overhead": [sys.executable, "bench/generator_overhead.py", "--quick"],
