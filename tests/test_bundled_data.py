@@ -48,7 +48,7 @@ def test_starter_data_is_valid(starter):
 
 
 def test_starter_data_passes_the_filter_with_no_duplicates(starter, kiwi):
-    result = filter_rows(starter, FilterConfig(tokenizer="kiwi"), tokenizer=kiwi)
+    result = filter_rows(starter, FilterConfig(mode="kiwi"), tokenizer=kiwi)
     duplicates = [
         f"{row.question()!r} ~ {d.nearest.question()!r} ({d.detail})"
         for row, d in result.dropped
@@ -62,7 +62,7 @@ def test_starter_data_passes_the_filter_with_no_duplicates(starter, kiwi):
 def test_eval_rows_do_not_repeat_training_rows(starter, kiwi):
     # Leakage means the same question, so a stricter bar than the 0.7 diversity threshold: short requests built on
     # one pattern ("감기 기운 있을 때 먹을 음식" / "변비 있을 때 먹을 음식") score 0.73 and are different questions.
-    train = RowFilter(FilterConfig(threshold=0.8, tokenizer="kiwi"), references=starter, tokenizer=kiwi)
+    train = RowFilter(FilterConfig(threshold=0.8, mode="kiwi"), references=starter, tokenizer=kiwi)
     leaks = []
     for row in load(STARTER_EVAL, AlpacaRow):
         decision = train.check(row)
