@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset_builder.filter import normalize_key
+from dataset_builder.cleaning import normalize_key
 from dataset_builder.schema import AlpacaRow, BadLine, read_alpaca_or_seed
 from dataset_builder.similarity import NearDupIndex, Tokenizer, tokenize_all
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from dataset_builder.filter import FilterConfig, RowFilter, clean_row, filter_rows, korean_sentence_share
+from dataset_builder.cleaning import clean_row, korean_sentence_share
+from dataset_builder.filter import FilterConfig, RowFilter, filter_rows
 from dataset_builder.schema import AlpacaRow
 from dataset_builder.similarity import BruteForceIndex, CharTokenizer, NearDupIndex
 from dataset_builder.slots import SlotExtractor
