@@ -90,7 +90,7 @@ def rss_mb() -> float:
 @dataclass
 class Speed:
     mode: str
-    startup_s: float  # Kiwi, and in slots mode the lexicon and catalog, built once per process
+    startup_s: float  # Kiwi, and in slots mode the lexicon and catalog: only in a process that has not built them
     rows: int
     seconds: float
     tokenize_seconds: float
@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=1_000)
     parser.add_argument("--mode", choices=(*MODES, "all"), default="all")
-    parser.add_argument("--threshold", type=float, help="default: the mode's own (slots 0.5, kiwi/char 0.7)")
+    parser.add_argument("--threshold", type=float, help="default: the mode's own (0.7 for all three)")
     args = parser.parse_args()
     print(f"python {platform.python_version()}, {args.rows} synthetic rows")
     rows = synthetic_rows(args.rows)

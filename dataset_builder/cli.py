@@ -122,8 +122,8 @@ def _add_similarity_args(p: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="drop a row if ROUGE-L F1 > this: on the rest in slots mode (default 0.5), "
-        "on the whole question in kiwi/char mode (default 0.7)",
+        help="drop a row if ROUGE-L F1 > this (default 0.7): in slots mode on what is left once the slots match, "
+        "in kiwi/char mode on the whole question",
     )
     p.add_argument(
         "--catalog",

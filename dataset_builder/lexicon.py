@@ -26,7 +26,7 @@ NOUN_TAGS = frozenset({"NNG", "NNP", "SL", "SH"})
 # 달 (sweet). Multi-token keys are specific enough without.
 _TAG_CLASS = {"VV": "V", "VX": "V", "VA": "A"}
 _MAX_KEY_TOKENS = 6
-_NATIVE_NUMBERS = {"한": 1, "하나": 1, "두": 2, "둘": 2, "세": 3, "셋": 3, "석": 3, "네": 4, "넷": 4, "다섯": 5,
+_NATIVE_NUMBERS = {"한": 1, "두": 2, "둘": 2, "세": 3, "셋": 3, "석": 3, "네": 4, "넷": 4, "다섯": 5,
                    "여섯": 6, "일곱": 7, "여덟": 8, "아홉": 9, "열": 10, "스무": 20, "스물": 20}
 _SINO_DIGITS = {"일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "칠": 7, "팔": 8, "구": 9}
 _MULTIPLIERS = {"십": 10, "백": 100, "천": 1000, "만": 10000}

@@ -202,7 +202,7 @@ def test_filter_cli_explains_each_near_duplicate_drop(tmp_path, capsys):
     assert f"{src}:3: near_duplicate, score 1.000" in text
     assert "dropped: 떡볶이 소스 만드는 방법" in text and f"matched: 떡볶이 양념 만드는 법  ({src}:1)" in text
     assert "recipe | dish=떡볶이; kind=소스 | rest: -" in text
-    assert "1 cleaned" in text and "slots mode, threshold 0.5" in text
+    assert "1 cleaned" in text and "slots mode, threshold 0.7" in text
     kept = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["instruction"], r["input"]) for r in kept] == [
         ("떡볶이 양념 만드는 법", ""), ("이탈리아 요리 추천해줘", ""), ("프랑스 요리 추천해줘", ""), ("해장 메뉴 추천", "")]
