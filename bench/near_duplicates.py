@@ -34,6 +34,16 @@ PAIRS = Path(__file__).resolve().parents[1] / "data" / "near_duplicates.jsonl"
 SPLITS = ("heldout", "tune")
 SWEEP = {"slots": (0.5, 0.7, 0.8), "kiwi": (0.7, 0.8, 0.9), "char": (0.7, 0.8, 0.9)}
 HEADING = "## Near-duplicate decisions: labelled pairs and speed, per mode"
+NOTES = """
+How to read it: P and R are for the "duplicate" class (the row the filter would drop). The pairs were written by
+hand for this benchmark (data/near_duplicates.jsonl, data/README.md); every third pair of each category is held out,
+and that split was fixed before the slot lexicon was written and never used to change it. Both splits come from the
+same writers and the same style, so expect lower numbers on other people's requests. On the shipped starter data
+against the seed tasks (another source; read by hand 2026-12-01), 46 of the 47 near-duplicate drops are right; the
+miss: Kiwi reads the 전 of "비 오니까 전 땡긴다" as 저+는, so the craving for 전 is lost. The kiwi and char rows are plain
+ROUGE-L on the whole question, as before: no threshold fixes them, because the slot that matters is one token of
+four to six.
+"""
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,11 @@ def main() -> int:
             f"Start-up, once per process and not in the times above: Kiwi {startup[0]:.1f} s (its model loads on the "
             f"first call), then the slot lexicon and dish catalog {startup[1]:.1f} s (slots mode only).",
         ]
+    parts += ["", NOTES.strip()]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        parts += ["", f"The machine was shared with other jobs (load average {load:.1f} on {os.cpu_count()} cores at the "
+                      "end), so the times are pessimistic."]
     body = "\n".join(parts)
     print(body)
     print(f"\n{machine()}")
