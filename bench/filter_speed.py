@@ -117,12 +117,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=1_000)
-    parser.add_argument("--mode", choices=(*MODES, "all"), default="all")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--mode", choices=(*MODES, "all"), default="all")
+    modes.add_argument("--tokenizer", choices=("kiwi", "char", "both"), help="older spelling: plain ROUGE-L modes only")
     parser.add_argument("--threshold", type=float, help="default: the mode's own (0.7 for all three)")
     args = parser.parse_args()
+    if args.tokenizer:
+        args.mode = {"both": "rouge"}.get(args.tokenizer, args.tokenizer)
     print(f"python {platform.python_version()}, {args.rows} synthetic rows")
     rows = synthetic_rows(args.rows)
-    for mode in MODES if args.mode == "all" else (args.mode,):
+    chosen = {"all": MODES, "rouge": ("kiwi", "char")}.get(args.mode, (args.mode,))
+    for mode in chosen:
         s = measure(mode, rows, args.sample, args.threshold)
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.counts.items(), key=lambda kv: -kv[1]))
         print(f"[{mode}] start-up {s.startup_s:.2f} s; {s.rows} rows in {s.seconds:.2f} s = "
