@@ -1,11 +1,12 @@
 """How fast is `mechuri dataset filter`, and does its pruned ROUGE-L index decide exactly like brute force?
 
-    .venv/bin/python bench/filter_speed.py [--rows 10000] [--sample 1000] [--tokenizer kiwi|char|both]
+    .venv/bin/python bench/filter_speed.py [--rows 10000] [--sample 1000] [--mode slots|kiwi|char|all]
 
 Rows are synthetic Korean chat requests built combinatorially (times, situations, targets, constraints, endings,
 dish templates), with some exact duplicates and rows the rules drop mixed in, so every filter rule fires. The target
 is 10,000 rows in <= 60 s on 2 cores; agreement is checked row by row (kept or not, reason, nearest row) against
-`rouge_scorer.RougeScorer` over every kept row.
+`rouge_scorer.RougeScorer` over every kept row (in slots mode: every kept row with the same slots).
+bench/near_duplicates.py reports this per mode together with precision and recall on the labelled pairs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import random
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_builder.filter import FilterConfig, filter_rows
+from dataset_builder.filter import MODES, FilterConfig, filter_rows, make_matcher
 from dataset_builder.schema import AlpacaRow
-from dataset_builder.similarity import BruteForceIndex, NearDupIndex, timed_tokenizer
+from dataset_builder.similarity import BruteForceIndex, NearDupIndex
 
 WHEN = ("", "오늘", "지금", "내일", "이번 주말", "퇴근하고", "새벽에", "출근 전에", "시험 끝나고", "비 오는 날")
 WHO = ("", "혼자", "친구 둘이랑", "부모님이랑", "아이랑", "회사 동료들과", "여자친구랑", "손님 여섯 명이랑", "자취방에서")
@@ -73,7 +75,7 @@ def decision_keys(result) -> list[tuple]:
     return [(d.kept, d.reason, d.score, d.nearest.question() if d.nearest else None) for d in result.decisions]
 
 
-def agreement(rows: list[AlpacaRow], config: FilterConfig, tokenizer) -> tuple[int, int, float, float]:
+def agreement(rows: list[AlpacaRow], config: FilterConfig, tokenizer=None) -> tuple[int, int, float, float]:
     """(rows that agree, rows, pruned seconds, brute-force seconds)."""
     fast = filter_rows(rows, config, tokenizer=tokenizer, index_factory=NearDupIndex)
     slow = filter_rows(rows, config, tokenizer=tokenizer, index_factory=BruteForceIndex)
@@ -85,31 +87,54 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@dataclass
+class Speed:
+    mode: str
+    startup_s: float  # Kiwi, and in slots mode the lexicon and catalog: only in a process that has not built them
+    rows: int
+    seconds: float
+    tokenize_seconds: float
+    counts: dict
+    agree: int
+    sample: int
+    pruned_s: float
+    brute_s: float
+    rss_mb: float
+
+
+def measure(mode: str, rows: list[AlpacaRow], sample: int, threshold: float | None = None) -> Speed:
+    config = FilterConfig(mode=mode, threshold=threshold)
+    start = time.perf_counter()
+    make_matcher(config).prepare(["매운 음식 추천해줘"])  # Kiwi starts, loads its model; slots compile the lexicon
+    startup = time.perf_counter() - start
+    result = filter_rows(rows, config)
+    same, total, fast_s, slow_s = agreement(rows[:sample], config)
+    return Speed(mode, startup, len(rows), result.seconds, result.tokenize_seconds, dict(result.counts), same, total,
+                 fast_s, slow_s, rss_mb())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=1_000)
-    parser.add_argument("--tokenizer", choices=("kiwi", "char", "both"), default="both")
-    parser.add_argument("--threshold", type=float, default=0.7)
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--mode", choices=(*MODES, "all"), default="all")
+    modes.add_argument("--tokenizer", choices=("kiwi", "char", "both"), help="older spelling: plain ROUGE-L modes only")
+    parser.add_argument("--threshold", type=float, help="default: the mode's own (0.7 for all three)")
     args = parser.parse_args()
-    print(f"python {platform.python_version()}, {args.rows} synthetic rows, threshold {args.threshold}")
-    for name in ("kiwi", "char") if args.tokenizer == "both" else (args.tokenizer,):
-        before = rss_mb()
-        tokenizer, start_s = timed_tokenizer(name)
-        warm = time.perf_counter()
-        tokenizer.tokenize("매운 음식 추천해줘")  # Kiwi loads its model on the first call
-        warm_s = time.perf_counter() - warm
-        print(f"[{name}] start-up {start_s:.2f} s + first call {warm_s:.2f} s, peak RSS {before:.0f} -> {rss_mb():.0f} MB")
-        rows = synthetic_rows(args.rows)
-        config = FilterConfig(threshold=args.threshold, tokenizer=name)
-        result = filter_rows(rows, config, tokenizer=tokenizer)
-        reasons = ", ".join(f"{k}={v}" for k, v in result.counts.most_common())
-        print(f"[{name}] {len(rows)} rows in {result.seconds:.2f} s = {len(rows) / result.seconds:,.0f} rows/s "
-              f"(tokenizing {result.tokenize_seconds:.2f} s; {reasons})")
-        same, total, fast_s, slow_s = agreement(rows[: args.sample], config, tokenizer)
-        print(f"[{name}] brute-force agreement on {total} rows: {same}/{total} "
-              f"(pruned {fast_s:.2f} s, brute force {slow_s:.2f} s)")
-    print(f"peak RSS {rss_mb():.0f} MB; load average {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.tokenizer:
+        args.mode = {"both": "rouge"}.get(args.tokenizer, args.tokenizer)
+    print(f"python {platform.python_version()}, {args.rows} synthetic rows")
+    rows = synthetic_rows(args.rows)
+    chosen = {"all": MODES, "rouge": ("kiwi", "char")}.get(args.mode, (args.mode,))
+    for mode in chosen:
+        s = measure(mode, rows, args.sample, args.threshold)
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.counts.items(), key=lambda kv: -kv[1]))
+        print(f"[{mode}] start-up {s.startup_s:.2f} s; {s.rows} rows in {s.seconds:.2f} s = "
+              f"{s.rows / s.seconds:,.0f} rows/s (tokenizing {s.tokenize_seconds:.2f} s; {reasons})")
+        print(f"[{mode}] brute-force agreement on {s.sample} rows: {s.agree}/{s.sample} "
+              f"(pruned {s.pruned_s:.2f} s, brute force {s.brute_s:.2f} s); peak RSS {s.rss_mb:.0f} MB")
+    print(f"load average {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -7,6 +7,8 @@
     mechuri dataset export --in data/filtered.jsonl --out data/train.jsonl --eval-out data/eval.jsonl
 
 Modules: schema (row formats, JSONL reader), prompts (the Self-Instruct prompt and its parser), generate (async
-OpenAI-compatible client), similarity (tokenizers, ROUGE-L, near-duplicate index), filter, stats, export, cli.
+OpenAI-compatible client), similarity (tokenizers, ROUGE-L, near-duplicate index), lexicon and slots (the slot
+frames of the default near-duplicate decision; slot_lexicon.csv), cleaning (row cleaning, Korean-answer check),
+filter, stats, export, cli.
 This package stands alone: it imports nothing from bot/, model/ or mechuri/.
 """

@@ -15,7 +15,6 @@ from pathlib import Path
 def _generate(args: argparse.Namespace) -> int:
     import asyncio
 
-    from dataset_builder.filter import FilterConfig
     from dataset_builder.generate import GenerateConfig, GenerateError, generate
 
     cfg = GenerateConfig(
@@ -40,7 +39,7 @@ def _generate(args: argparse.Namespace) -> int:
         price_out=args.price_out,
         random_seed=args.random_seed,
         progress=not args.no_progress,
-        filter=FilterConfig(threshold=args.threshold, tokenizer=args.tokenizer),
+        filter=_filter_config(args),
     )
     try:
         report = asyncio.run(generate(cfg))
@@ -49,6 +48,13 @@ def _generate(args: argparse.Namespace) -> int:
         return 1
     print(report.summary())
     return 0 if report.rows_total >= cfg.num else 3
+
+
+def _filter_config(args: argparse.Namespace):
+    from dataset_builder.filter import FilterConfig
+    from dataset_builder.slots import DEFAULT_CATALOG
+
+    return FilterConfig(mode=args.mode, threshold=args.threshold, catalog=args.catalog or DEFAULT_CATALOG)
 
 
 def _missing(paths: list[Path]) -> int:
@@ -98,12 +104,32 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_similarity_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=float, default=0.7, help="drop a row if ROUGE-L F1 > this (default 0.7)")
-    p.add_argument(
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--mode",
+        choices=("slots", "kiwi", "char"),
+        default="slots",
+        help="near-duplicate decision: slots (default: same question type and slots, then ROUGE-L on the rest), "
+        "kiwi (ROUGE-L on kiwipiepy content morphemes) or char (ROUGE-L on characters)",
+    )
+    modes.add_argument(
         "--tokenizer",
         choices=("kiwi", "char"),
-        default="kiwi",
-        help="ROUGE-L tokens: kiwi content morphemes (default) or characters",
+        dest="mode",
+        help="plain ROUGE-L on kiwi morphemes or characters; the same as --mode kiwi / --mode char",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="drop a row if ROUGE-L F1 > this (default 0.7): in slots mode on what is left once the slots match, "
+        "in kiwi/char mode on the whole question",
+    )
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="dish catalog CSV for slots mode (default: data/dishes.csv of this checkout)",
     )
 
 
@@ -144,13 +170,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f = commands.add_parser("filter", help="drop short, off-topic, non-Korean and near-duplicate rows")
     f.add_argument("--in", dest="input", required=True, type=Path, help="Alpaca (or seed-task) JSONL")
     f.add_argument("--out", required=True, type=Path, help="kept rows, Alpaca JSONL")
-    f.add_argument("--dropped", type=Path, help="dropped rows, each with reason, score and nearest kept row")
+    f.add_argument(
+        "--dropped", type=Path, help="dropped rows, each with reason, score, nearest kept row and slots compared"
+    )
     f.add_argument(
         "--reference",
         type=Path,
         action="append",
         default=[],
         help="rows to compare against but not write, e.g. the seed tasks (repeatable)",
+    )
+    f.add_argument(
+        "--explain",
+        action="store_true",
+        help="print each near-duplicate drop: both questions, the score, and the slots compared",
     )
     _add_similarity_args(f)
     f.set_defaults(func=_filter)

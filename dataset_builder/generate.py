@@ -263,6 +263,7 @@ class _Run:
             if not decision.kept:
                 self.report.problems[decision.reason] += 1
                 continue
+            row = decision.row or row  # cleaned: an input that only repeated the instruction is gone
             self.out.write(row.to_json() + "\n")
             self.out.flush()
             self.rows.append(row)

@@ -14,8 +14,12 @@ Two tokenizers, both objects with `.tokenize(text) -> list[str]` so rouge_scorer
 ROUGE-L F1 is 2*LCS/(m+n), and LCS <= the multiset overlap of the two token lists, so a row can only score above t
 if 2*overlap > t*(m+n). `NearDupIndex` keeps an inverted index from tokens to rows and gets the overlap with every
 earlier row from one numpy `bincount` over the query's posting lists; only rows that pass this bound get the exact
-(bit-parallel) LCS, and the score is computed with rouge_score's own float arithmetic, so decisions match a
-brute-force rouge_scorer loop exactly (tests and bench/filter_speed.py check this).
+(bit-parallel) LCS, so decisions match a brute-force rouge_scorer loop exactly (tests and bench/filter_speed.py
+check this).
+
+"Score > t" is decided in integers: t is read as the decimal it was written as (0.7 = 7/10) and a row is dropped iff
+2*LCS*10 > 7*(m+n). rouge_score's float arithmetic (2PR/(P+R)) gives 0.7000000000000001 for LCS 7 of 9 and 11
+tokens, which a float comparison would drop under "> 0.7". The reported score is 2*LCS/(m+n), correctly rounded.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import functools
 import time
 from array import array
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
@@ -41,8 +47,6 @@ KIWI_STOP_MORPHEMES = frozenset(
      ("데", "NNB"), ("좀", "MAG")}
 )
 TOKENIZER_NAMES = ("kiwi", "char")
-# Float slack for the pruning bounds, always in the direction of checking more candidates.
-_EPS = 1e-9
 
 
 class Tokenizer(Protocol):
@@ -125,19 +129,25 @@ def _lcs_with_masks(masks: Mapping[str, int], m: int, b: Sequence[str]) -> int:
     return m - v.bit_count()
 
 
-def rouge_l_from_lcs(lcs: int, len_target: int, len_prediction: int) -> float:
-    """ROUGE-L F1 with exactly rouge_score's float arithmetic (precision, recall, then 2PR/(P+R))."""
-    if not len_target or not len_prediction:
+def rouge_l_from_lcs(lcs: int, len_a: int, len_b: int) -> float:
+    """ROUGE-L F1 = 2PR/(P+R) = 2*LCS/(m+n), correctly rounded (rouge_score's own arithmetic may be 1 ulp off)."""
+    if not len_a or not len_b:
         return 0.0
-    precision = lcs / len_prediction
-    recall = lcs / len_target
-    if precision + recall > 0:
-        return 2 * precision * recall / (precision + recall)
-    return 0.0
+    return 2 * lcs / (len_a + len_b)
 
 
 def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return rouge_l_from_lcs(lcs_length(a, b), len(a), len(b))
+
+
+def as_fraction(threshold: float) -> Fraction:
+    """The threshold as the decimal a person wrote: 0.7 -> 7/10 (not the binary float just below it)."""
+    return Fraction(str(threshold))
+
+
+def above(lcs: int, len_a: int, len_b: int, threshold: Fraction) -> bool:
+    """ROUGE-L F1 > threshold, exactly: 2*LCS/(m+n) > p/q  <=>  2*LCS*q > p*(m+n)."""
+    return len_a > 0 and len_b > 0 and 2 * lcs * threshold.denominator > threshold.numerator * (len_a + len_b)
 
 
 def _tagged(tokens: Sequence[str]) -> list[tuple[str, int]]:
@@ -162,6 +172,7 @@ class NearDupIndex:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
+        self._exact = as_fraction(threshold)
         self._rows: list[tuple[str, ...]] = []
         self._lengths = array("i")
         self._postings: dict[tuple[str, int], array] = {}
@@ -186,10 +197,11 @@ class NearDupIndex:
         if not postings:
             return []
         ids = np.concatenate([np.frombuffer(p, dtype=np.int32) for p in postings])
-        overlap = np.bincount(ids, minlength=len(self._rows))
-        lengths = np.frombuffer(self._lengths, dtype=np.int32)
-        # LCS <= overlap, so a row can only score above t if 2 * overlap > t * (m + n).
-        return np.flatnonzero(2 * overlap > (self.threshold - _EPS) * (m + lengths)).tolist()
+        overlap = np.bincount(ids, minlength=len(self._rows)).astype(np.int64)
+        lengths = np.frombuffer(self._lengths, dtype=np.int32).astype(np.int64)
+        # LCS <= overlap, so a row can only score above t = p/q if 2 * overlap * q > p * (m + n). Exact integers.
+        p, q = self._exact.numerator, self._exact.denominator
+        return np.flatnonzero(2 * overlap * q > p * (m + lengths)).tolist()
 
     def matches(self, tokens: Sequence[str]) -> list[tuple[float, int]]:
         """Every (score, row index) with score > threshold, best first, earliest row first among equal scores."""
@@ -204,9 +216,9 @@ class NearDupIndex:
         for idx in candidates:
             row = self._rows[idx]
             self.candidates_checked += 1
-            score = rouge_l_from_lcs(_lcs_with_masks(masks, m, row), len(row), m)
-            if score > self.threshold:
-                found.append((score, idx))
+            lcs = _lcs_with_masks(masks, m, row)
+            if above(lcs, len(row), m, self._exact):
+                found.append((rouge_l_from_lcs(lcs, len(row), m), idx))
         found.sort(key=lambda s: (-s[0], s[1]))
         return found
 
@@ -225,12 +237,16 @@ class _JoinedTokens:
 
 
 class BruteForceIndex(NearDupIndex):
-    """Reference implementation: rouge_scorer.RougeScorer against every row added so far. O(n) per query."""
+    """Reference implementation: rouge_scorer.RougeScorer against every row added so far. O(n) per query.
+
+    The LCS is read back from rouge_score's precision, and the decision is the same exact comparison.
+    """
 
     def __init__(self, threshold: float) -> None:
         from rouge_score import rouge_scorer
 
         self.threshold = threshold
+        self._exact = as_fraction(threshold)
         self._scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_JoinedTokens())
         self._rows: list[str] = []
         self.candidates_checked = 0
@@ -244,15 +260,54 @@ class BruteForceIndex(NearDupIndex):
 
     def matches(self, tokens: Sequence[str]) -> list[tuple[float, int]]:
         query = _JoinedTokens.SEP.join(tokens)
+        m = len(tokens)
         found = []
         for idx, row in enumerate(self._rows):
             self.candidates_checked += 1
-            score = self._scorer.score(row, query)["rougeL"].fmeasure
-            if score > self.threshold:
-                found.append((score, idx))
+            score = self._scorer.score(row, query)["rougeL"]
+            n = row.count(_JoinedTokens.SEP) + 1 if row else 0
+            lcs = round(score.precision * m)
+            if above(lcs, n, m, self._exact):
+                found.append((rouge_l_from_lcs(lcs, n, m), idx))
         found.sort(key=lambda s: (-s[0], s[1]))
         return found
 
+
+@dataclass(frozen=True)
+class Match:
+    """A near-duplicate found: its score, the index of the earlier row, and what was compared (for --explain)."""
+
+    score: float
+    index: int
+    detail: str
+    compared: dict | None = None
+
+
+class RougeMatcher:
+    """Near-duplicate = ROUGE-L F1 > threshold on the whole question (Self-Instruct's rule), kiwi or char tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, threshold: float, index_factory=None) -> None:
+        self.name = tokenizer.name
+        self.tokenizer = tokenizer
+        self.threshold = threshold
+        self._index = (index_factory or NearDupIndex)(threshold)
+
+    def prepare(self, texts: Sequence[str]) -> list[list[str]]:
+        return tokenize_all(self.tokenizer, texts)
+
+    def add(self, prepared: Sequence[str]) -> None:
+        self._index.add(prepared)
+
+    def best(self, prepared: Sequence[str]) -> Match | None:
+        found = self._index.best(prepared)
+        if found is None:
+            return None
+        score, idx = found
+        return Match(score, idx, f"ROUGE-L {score:.3f} > {self.threshold} ({self.name} tokens)")
+
+    @property
+    def candidates_checked(self) -> int:
+        return self._index.candidates_checked
 
 
 def tokenize_all(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[str]]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset_builder.filter import normalize_key
+from dataset_builder.cleaning import normalize_key
 from dataset_builder.schema import AlpacaRow, BadLine, read_alpaca_or_seed
 from dataset_builder.similarity import NearDupIndex, Tokenizer, tokenize_all
 
@@ -70,6 +70,12 @@ def read_catalog(path: Path) -> list[Dish]:
 
 
 _NUMBER = re.compile(r"^[-+]?[0-9][0-9.,]*%?$")
+_CONTROL = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(cell: str) -> str:
+    """One cell, one line: a question whose input starts on a new line must not break the table."""
+    return cell.translate(str.maketrans(_CONTROL))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -78,7 +84,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def width(s: str) -> int:
         return sum(2 if "\u1100" <= c <= "\uffdc" and not c.isascii() else 1 for c in s)
 
-    cells = [[str(h) for h in headers]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    cells = [[_escape(str(h)) for h in headers]] + [
+        [f"{c:.3f}" if isinstance(c, float) else _escape(str(c)) for c in r] for r in rows
+    ]
     widths = [max(width(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(_NUMBER.match(r[i]) for r in cells[1:]) for i in range(len(headers))]
     out = []

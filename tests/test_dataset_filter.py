@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _bench():
     spec = importlib.util.spec_from_file_location("filter_speed", ROOT / "bench" / "filter_speed.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("filter_speed", module)  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
@@ -76,7 +78,7 @@ def test_kiwi_keeps_content_morphemes_only(kiwi):
 @pytest.mark.parametrize("mode", ["kiwi", "char"])
 def test_filter_rejects_spacing_variant_and_keeps_different_request(mode, kiwi):
     tokenizer = kiwi if mode == "kiwi" else CharTokenizer()
-    config = FilterConfig(threshold=0.7, tokenizer=mode)
+    config = FilterConfig(threshold=0.7, mode=mode)
     result = filter_rows(
         [row("매운 음식 추천해줘"), row("매운 음식 추천해 줘"), row("차가운 디저트 추천해줘")], config, tokenizer=tokenizer
     )
@@ -94,8 +96,10 @@ def test_filter_rejects_spacing_variant_and_keeps_different_request(mode, kiwi):
 )
 @settings(max_examples=300, deadline=None)
 def test_bit_parallel_lcs_matches_rouge_score(a, b):
-    assert rouge_l(a, b) == rouge_scorer._score_lcs(a, b).fmeasure
-    assert lcs_length(a, b) == lcs_length(b, a)
+    reference = rouge_scorer._score_lcs(a, b)  # (target, prediction): precision = LCS / len(b)
+    assert lcs_length(a, b) == round(reference.precision * len(b)) == lcs_length(b, a)
+    # Ours is 2*LCS/(m+n) correctly rounded; rouge_score's 2PR/(P+R) may be one ulp away from it.
+    assert rouge_l(a, b) == pytest.approx(reference.fmeasure, rel=1e-12, abs=1e-15)
 
 
 @given(
@@ -129,17 +133,17 @@ def test_index_matches_equal_brute_force_on_random_token_lists(rows, threshold):
     ],
 )
 def test_rules(instruction, output, input, reason):
-    decision = RowFilter(FilterConfig(tokenizer="char")).check(row(instruction, output, input))
+    decision = RowFilter(FilterConfig(mode="char")).check(row(instruction, output, input))
     assert decision.reason == reason, decision.detail
 
 
 def test_same_instruction_with_different_inputs_are_both_kept():
     rows = [row("이 재료로 뭐 만들 수 있어?", input="계란, 대파, 밥"), row("이 재료로 뭐 만들 수 있어?", input="두부, 김치, 돼지고기")]
-    assert len(filter_rows(rows, FilterConfig(tokenizer="char")).kept) == 2
+    assert len(filter_rows(rows, FilterConfig(mode="char")).kept) == 2
 
 
 def test_references_are_compared_but_not_output():
-    result = filter_rows([row("편의점 간식 추천해줘!"), row("해장 추천")], FilterConfig(tokenizer="char"),
+    result = filter_rows([row("편의점 간식 추천해줘!"), row("해장 추천")], FilterConfig(mode="char"),
                          references=[row("편의점 간식 추천해줘")])
     assert [r.instruction for r in result.kept] == ["해장 추천"]
     assert result.dropped[0][1].reason == "exact_duplicate"
@@ -151,7 +155,7 @@ def test_pruned_index_decides_exactly_like_brute_force(mode, kiwi):
     bench = _bench()
     rows = bench.synthetic_rows(200 if mode == "kiwi" else 100, seed=7)
     tokenizer = kiwi if mode == "kiwi" else CharTokenizer()
-    config = FilterConfig(tokenizer=mode)
+    config = FilterConfig(mode=mode)
     fast = filter_rows(rows, config, tokenizer=tokenizer, index_factory=NearDupIndex)
     slow = filter_rows(rows, config, tokenizer=tokenizer, index_factory=BruteForceIndex)
     assert bench.decision_keys(fast) == bench.decision_keys(slow)
@@ -161,7 +165,7 @@ def test_pruned_index_decides_exactly_like_brute_force(mode, kiwi):
 def test_index_verifies_few_candidates_on_a_large_set():
     rows = _bench().synthetic_rows(3000, seed=1)
     tokenizer = CharTokenizer()
-    state = RowFilter(FilterConfig(tokenizer="char"), tokenizer=tokenizer)
+    state = RowFilter(FilterConfig(mode="char"), tokenizer=tokenizer)
     for r in rows:
         state.offer(r)
     kept = len(state)

@@ -50,7 +50,7 @@ def config(seed_file: Path, out: Path, url: str, **overrides) -> GenerateConfig:
     values = dict(
         output=out, num=8, seed_file=seed_file, base_url=url, model="gpt-4o-mini", tasks_per_request=4,
         concurrency=2, retry_base_delay=0.001, retry_max_delay=0.01, progress=False, random_seed=0,
-        filter=FilterConfig(tokenizer="char"),
+        filter=FilterConfig(mode="char"),
     )
     values.update(overrides)
     return GenerateConfig(**values)

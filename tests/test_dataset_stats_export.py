@@ -56,6 +56,17 @@ def test_similar_pairs_orders_by_score():
     assert len(pairs) <= 2 and pairs == sorted(pairs, reverse=True)
 
 
+def test_stats_tables_keep_one_row_per_line_when_a_question_has_newlines(tmp_path):
+    rows = [("이 재료로 뭐 만들지", "냉장고:\n계란, 대파", "계란볶음밥 어때요?"),
+            ("이 재료로 뭐 만들지", "냉장고:\n계란, 대파\t김치", "김치볶음밥 어때요?")]
+    text = render(write_rows(tmp_path / "rows.jsonl", rows), CharTokenizer(), None)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("ROUGE-L"))
+    (pair,) = lines[header + 2 : header + 3]
+    assert "이 재료로 뭐 만들지\\n냉장고:\\n계란," in pair and pair.split()[:2] == ["0.938", "1"]
+    assert len(lines) == header + 3  # header, rule, one row: no stray line from the inputs' newlines
+
+
 def test_table_aligns_hangul_as_double_width():
     lines = table(["이름", "n"], [["김치찌개", 3], ["밥", 12]]).splitlines()
     assert lines[2] == "김치찌개   3" and lines[3] == "밥        12"
