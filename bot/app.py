@@ -22,7 +22,7 @@ from telegram.request import BaseRequest
 from bot.conversation import ConversationService
 from bot.handlers import Handlers
 from bot.runtime import load_catalog, start_generator
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.storage import Store
 from bot.telegram_gate import CappedGenerator
 
@@ -147,6 +147,9 @@ def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_gener
     except ModelError as exc:  # the message names the cause and the fix
         log.error("the model could not be loaded: %s", exc)
         return 1
+    except SettingsError as exc:  # a setting only the loaded model can check (its context length)
+        log.error("%s", exc)
+        return 2
     finally:
         restore_logging()
     return 0

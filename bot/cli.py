@@ -72,6 +72,7 @@ def chat_command(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     from bot import chat
+    from bot.settings import SettingsError
     from model import ModelError
 
     try:
@@ -79,6 +80,9 @@ def chat_command(args: argparse.Namespace) -> int:
     except ModelError as exc:  # the model or adapter could not load: the message says why and what to do
         print(f"모델 오류 (model): {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:  # a setting that only the loaded model can check (its context length)
+        print(f"설정 오류 (settings): {exc}", file=sys.stderr)
+        return 2
 
 
 def bot_command(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.conversation import resolve_adapter
-from bot.settings import Settings
+from bot.settings import Settings, check_fits_context
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
     loaded = await asyncio.to_thread(
         load_model, settings.model_base, adapter=path, quantization=settings.quantization, device=device
     )
+    check_fits_context(settings, loaded.max_context)
     return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
 
 

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MECHURI_"
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
+# KoAlpaca-Polyglot reads 2,048 tokens; a prompt needs room for at least the template and a short question.
+POLYGLOT_CONTEXT = 2048
+MIN_PROMPT_TOKENS = 64
 
 
 class SettingsError(Exception):
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
     adapter: str | None = None
     quantization: Literal["4bit", "8bit", "none"] = "4bit"
 
-    max_new_tokens: int = Field(default=256, ge=1, le=2048)
+    max_new_tokens: int = Field(default=256, ge=1, le=POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS)
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0)
@@ -124,7 +127,19 @@ _HINTS: dict[str, str] = {
     "allowed_ids": "comma-separated Telegram user ids, e.g. 123,456 (empty: everyone)",
     "quantization": "one of 4bit, 8bit, none",
     "stream_edit_interval_s": "seconds, at least 1",
+    "max_new_tokens": f"at most {POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS}: the answer and a minimal prompt "
+                      f"({MIN_PROMPT_TOKENS} tokens) must fit the model's {POLYGLOT_CONTEXT}-token context",
 }
+
+
+def check_fits_context(settings: Settings, max_context: int) -> None:
+    """Once the model is loaded, its own context decides (a tiny or demo model has less than Polyglot's)."""
+    if settings.max_new_tokens + MIN_PROMPT_TOKENS > max_context:
+        raise SettingsError([
+            f"{env_name('max_new_tokens')} is too large for this model (got {settings.max_new_tokens}): the answer "
+            f"and a minimal prompt ({MIN_PROMPT_TOKENS} tokens) must fit its {max_context}-token context; set "
+            f"{env_name('max_new_tokens')} to at most {max_context - MIN_PROMPT_TOKENS}"
+        ])
 
 
 def env_name(field: str) -> str:

@@ -160,3 +160,12 @@ async def test_the_service_on_the_real_generator(any_model_dir: Path, any_adapte
     assert stored[first.turn_id][0] == "rejected" and stored[second.turn_id][0] == "ok"
     assert all(r[1] + 64 <= generator.max_context and r[2] > 0 and r[3] > 0 for r in stored.values())
     assert stored[adapted.turn_id][4] == info.name == any_adapter_dir.name
+
+
+def test_an_answer_budget_larger_than_the_model_context_fails_clearly(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(MECHURI), "chat", "--model", str(tiny_model_dir), "--max-new-tokens", "1000",
+                           "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"], input="해장\n",
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "MECHURI_MAX_NEW_TOKENS is too large for this model (got 1000)" in proc.stderr
+    assert "at most 960" in proc.stderr

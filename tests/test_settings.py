@@ -97,3 +97,18 @@ def test_a_token_that_does_not_validate_is_not_echoed(monkeypatch: pytest.Monkey
     with pytest.raises(SettingsError) as error:
         load_settings(telegram_bot_token=["not", TOKEN])
     assert "TELEGRAM_BOT_TOKEN is invalid" in str(error.value) and TOKEN not in str(error.value)
+
+
+def test_an_answer_budget_that_leaves_no_room_for_a_prompt_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.settings import check_fits_context
+
+    monkeypatch.setenv("MECHURI_MAX_NEW_TOKENS", "2040")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems[0].startswith("MECHURI_MAX_NEW_TOKENS is invalid (got '2040')")
+    assert "at most 1984" in str(error.value) and "2048-token context" in str(error.value)
+    monkeypatch.setenv("MECHURI_MAX_NEW_TOKENS", "1000")
+    settings = load_settings()
+    check_fits_context(settings, 2048)  # fine for Polyglot…
+    with pytest.raises(SettingsError, match=r"too large for this model \(got 1000\).*at most 960"):
+        check_fits_context(settings, 1024)  # …not for a model with half the context
