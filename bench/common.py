@@ -149,6 +149,18 @@ def device_bandwidth(device: str) -> float:
 # ----- model-side helpers shared by the generation benchmarks -----
 
 
+def polyglot_config(**overrides):
+    """Polyglot-ko-5.8B's exact shape; eos_token_id 0 as its config says (the real EOS comes from the tokenizer)."""
+    from transformers import GPTNeoXConfig
+
+    values = dict(
+        vocab_size=30080, hidden_size=4096, num_hidden_layers=28, num_attention_heads=16, intermediate_size=16384,
+        rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True, tie_word_embeddings=False,
+        hidden_act="gelu", layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=0,
+    )
+    return GPTNeoXConfig(**{**values, **overrides})
+
+
 @dataclass
 class Timing:
     ttft_s: float

@@ -48,6 +48,7 @@ from bench.common import (
     hf_generate,
     markdown_table,
     median,
+    polyglot_config,
     prompt_of_length,
     quiet_benchmark,
     today,
@@ -98,16 +99,6 @@ class Row:
     max_batch: int | None = None
     aggregate_tps: float | None = None
     extra: dict = field(default_factory=dict)
-
-
-def polyglot_config():
-    from transformers import GPTNeoXConfig
-
-    return GPTNeoXConfig(
-        vocab_size=30080, hidden_size=4096, num_hidden_layers=28, num_attention_heads=16, intermediate_size=16384,
-        rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True, tie_word_embeddings=False,
-        hidden_act="gelu", layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=0,  # Polyglot's config says 0
-    )
 
 
 def build_checkpoint(workdir: Path, *, tiny: bool, device: str) -> tuple[Path, Path]:

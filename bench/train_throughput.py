@@ -32,7 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DOCS_FILE, DOCS_TITLE, command_line, markdown_table, replace_section, today, versions
+from bench.common import (
+    DOCS_FILE,
+    DOCS_TITLE,
+    command_line,
+    markdown_table,
+    polyglot_config,
+    replace_section,
+    today,
+    versions,
+)
 
 HEADING = "## Training throughput"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "mechuri_starter.jsonl"
@@ -46,17 +55,6 @@ RECIPES: dict[str, tuple[str, dict]] = {
 }
 CPU_RECIPES = ("reference", "ours", "ours+gc", "ours-grouping", "ours-none")
 GPU_RECIPES = ("reference", "ours", "ours+gc", "ours-grouping")
-
-
-def polyglot_config():
-    """Polyglot-ko-5.8B's shape; eos_token_id 0 as in its config (the real EOS comes from the tokenizer)."""
-    from transformers import GPTNeoXConfig
-
-    return GPTNeoXConfig(
-        vocab_size=30080, hidden_size=4096, num_hidden_layers=28, num_attention_heads=16, intermediate_size=16384,
-        rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True, tie_word_embeddings=False,
-        hidden_act="gelu", layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=0, pad_token_id=1,
-    )
 
 
 def build_base(workdir: Path, gpu: bool) -> Path:
@@ -76,7 +74,7 @@ def build_base(workdir: Path, gpu: bool) -> Path:
     torch.manual_seed(0)
     tokenizer = train_tokenizer(korean_corpus())
     with torch.device("cuda"):  # a 5.8B init on the CPU takes minutes; on the GPU, seconds
-        model = GPTNeoXForCausalLM._from_config(polyglot_config(), dtype=torch.bfloat16)
+        model = GPTNeoXForCausalLM._from_config(polyglot_config(pad_token_id=1), dtype=torch.bfloat16)
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     del model

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(default=256, ge=1, le=POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS)
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
+    top_k: int = Field(default=0, ge=0, le=64)  # model.types.MAX_TOP_K
     repetition_penalty: float = Field(default=1.1, gt=0.0)
 
     max_batch_size: int = Field(default=8, ge=1)

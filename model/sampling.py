@@ -4,7 +4,7 @@
 Python lists. Each row has its own seed and sampling parameters (model.slots.Rows), and its draws come from a
 counter-based generator keyed by (seed, tokens so far), so a row's tokens depend only on its own seed and logits,
 never on which other requests share its batch. The processing order follows transformers' `generate`: repetition
-penalty, temperature, top-k, top-p.
+penalty, temperature, top-k, top-p (on the mass renormalised after top-k, as there).
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ from collections.abc import Sequence
 import torch
 
 from model.slots import Rows, uniform
+from model.types import MAX_TOP_K
 from model.utf8 import Utf8Table
 
 REPLACEMENT_CHAR = "\ufffd"
+
+
+# A row samples among its most likely tokens only, at most this many: transformers' `generate` does the same (its
+# default top_k is 50), so KoAlpaca's own `generate(do_sample=True, temperature=0.7, top_p=0.9)` never goes past the
+# top 50. A fixed count keeps the step's shapes fixed, and `topk` is far cheaper than sorting the vocabulary (8 ×
+# 30,080 scores: 4 ms against 90 ms on a CPU).
+CANDIDATES = MAX_TOP_K
 
 
 def choose(logits: torch.Tensor, rows: Rows, *, allowed: torch.Tensor, utf8: Utf8Table, eos: int,
@@ -37,9 +45,10 @@ def choose(logits: torch.Tensor, rows: Rows, *, allowed: torch.Tensor, utf8: Utf
     greedy = scores.argmax(dim=-1)
     if not sample:
         return greedy
-    ordered, order = (scores / rows.temperature.unsqueeze(1)).sort(dim=-1, descending=True)
-    rank = torch.arange(ordered.shape[-1], device=ordered.device)
-    probs = ordered.masked_fill(rank >= rows.top_k.unsqueeze(1), float("-inf")).softmax(dim=-1)
+    best, ids = scores.topk(min(CANDIDATES, scores.shape[-1]), dim=-1)  # sorted, most likely first
+    rank = torch.arange(best.shape[-1], device=best.device)
+    best = (best / rows.temperature.unsqueeze(1)).masked_fill(rank >= rows.top_k.unsqueeze(1), float("-inf"))
+    probs = best.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs
     keep = before < rows.top_p.unsqueeze(1)
     keep[:, 0] = True
@@ -47,7 +56,7 @@ def choose(logits: torch.Tensor, rows: Rows, *, allowed: torch.Tensor, utf8: Utf
     # One uniform number per row picks the token from the inverse of the nucleus' CDF.
     draw = uniform(rows.seed, rows.generated) * cdf[:, -1]
     picked = torch.searchsorted(cdf, draw.unsqueeze(1)).clamp(max=cdf.shape[-1] - 1)
-    return torch.where(rows.greedy, greedy, order.gather(1, picked).squeeze(1))
+    return torch.where(rows.greedy, greedy, ids.gather(1, picked).squeeze(1))
 
 
 class TextTracker:

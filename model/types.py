@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STOP_MARKER = "###"
+MAX_TOP_K = 64  # model.sampling.CANDIDATES: sampling looks at this many of each row's most likely tokens
 
 
 class ModelError(Exception):
@@ -54,8 +55,9 @@ class GenerationRequest:
             raise ValueError("temperature must be >= 0 (0 means greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0 (0 means off)")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 0 (off) and {MAX_TOP_K}: a row samples among its "
+                             f"{MAX_TOP_K} most likely tokens at most")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0 (1.0 means off)")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
