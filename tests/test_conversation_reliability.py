@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from bot_fixtures import all_turns, fresh_db, rows, service_on
+from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeGenerator
 
 from bot.conversation import ConversationBusy
@@ -22,8 +22,9 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return fresh_db(tmp_path)
+def db(database):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return database
 
 
 async def test_two_messages_from_one_user_are_answered_in_order(db: Path) -> None:
@@ -115,12 +116,9 @@ asyncio.run(main())
 """
 
 
-async def test_kill_during_generation_loses_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "killed.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    script = tmp_path / "victim.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT.format(tests=str(TESTS), url=url)))
-    victim = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+async def test_kill_during_generation_loses_nothing(db) -> None:
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILL_SCRIPT.format(tests=str(TESTS), url=db.url))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(victim.stdout.readline), timeout=60)
         assert line.strip() == "GENERATING", victim.stderr.read()
@@ -130,16 +128,17 @@ async def test_kill_during_generation_loses_nothing(tmp_path: Path) -> None:
         victim.stdout.close()
         victim.stderr.close()
     assert victim.returncode == -signal.SIGKILL
-    assert [t[1:4] for t in all_turns(path)] == [("user", "죽기 직전의 질문", "ok"), ("assistant", "", "pending")]
-    async with Store(url) as store:
+    assert [t[1:4] for t in all_turns(db)] == [("user", "죽기 직전의 질문", "ok"), ("assistant", "", "pending")]
+    async with Store(db.url) as store:
         await store.upgrade()
         assert await store.recover() == 1
-    assert [t[3] for t in all_turns(path)] == ["ok", "failed"]
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [t[3] for t in all_turns(db)] == ["ok", "failed"]
+    if db.kind == "sqlite":
+        with sqlite3.connect(db.path) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # The user carries on: the interrupted question is not shown to the model, the new one is answered.
     gen = FakeGenerator(["다시 시작!"])
-    async with service_on(path, gen) as service:
+    async with service_on(db, gen) as service:
         answer = await service.reply(7, 7, "다시 물어볼게요")
     assert answer.status == "ok" and "죽기 직전" not in gen.prompts[0]
 
