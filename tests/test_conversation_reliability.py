@@ -15,7 +15,7 @@ import pytest
 from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeGenerator
 
-from bot.conversation import ConversationBusy
+from bot.conversation import FORGOTTEN_TEXT, ConversationBusy
 from bot.storage import Store
 
 TESTS = Path(__file__).resolve().parent
@@ -165,4 +165,40 @@ async def test_reset_and_forget_keep_their_place_in_the_line(db: Path) -> None:
         assert not forget.done()  # forget waits for the answer in flight instead of pulling rows from under it
         gen.block.set()
         await asyncio.gather(pending, forget)
+    assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM conversations") == [(0,)]
+
+
+async def test_forget_waits_for_an_answer_in_another_chat(db) -> None:
+    release = asyncio.Event()
+    gen = FakeGenerator(["단체방 답"], block=release)
+    async with service_on(db, gen) as service:
+        in_group = asyncio.create_task(service.reply(-500, 1, "단체방에서 물어본 질문"))
+        while not gen.requests:
+            await asyncio.sleep(0.01)
+        forget = asyncio.create_task(service.forget(1, 1))  # from the private chat, while the group answer runs
+        await asyncio.sleep(0.2)
+        assert not forget.done()
+        release.set()
+        answer, deleted = await asyncio.gather(in_group, forget)
+    assert answer.status == "ok" and deleted == 4  # the user, the conversation, the question and its answer
+    assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM users") == [(0,)]
+
+
+async def test_forget_from_another_process_while_a_question_waits(db) -> None:
+    # Two services on one database stand for two processes: /forget on one deletes a question the other has
+    # stored and not yet begun to answer. The answer must not end in an integrity error.
+    release = asyncio.Event()
+    gen = FakeGenerator(["첫 답", "둘째 답"], block=release)
+    async with service_on(db, gen) as here, service_on(db, FakeGenerator()) as there:
+        first = asyncio.create_task(here.reply(2, 1, "첫 질문"))
+        while not gen.requests:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(here.reply(2, 1, "둘째 질문"))
+        while len(all_turns(db)) < 3:
+            await asyncio.sleep(0.01)
+        assert await there.forget(1, 1) == 5
+        release.set()
+        one, two = await asyncio.gather(first, second)
+    assert one.status == "ok" and two.status == "failed" and two.text == FORGOTTEN_TEXT
+    assert len(gen.requests) == 1  # the forgotten question was not generated
     assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM conversations") == [(0,)]
