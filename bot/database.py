@@ -44,6 +44,14 @@ def mask_url(database_url: str) -> str:
         return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
+def database_problem(database_url: str, exc: BaseException) -> str:
+    """One line for a database that cannot be reached or migrated: where (masked), why, and what to check."""
+    reason = getattr(exc, "orig", None) or exc
+    text = " ".join(str(reason).split("\n")[0].split()) or type(reason).__name__
+    return (f"the database {mask_url(database_url)} is not usable: {type(reason).__name__}: {text}. Check "
+            f"MECHURI_DATABASE_URL (host, port, user, password, database name) and that the server is running")
+
+
 def url_secrets(database_url: str) -> list[str]:
     """The URL's password, as written in the URL and decoded, for scrubbing from log lines."""
     try:

@@ -150,6 +150,7 @@ class Membership:
         self.lock_timeout_s = lock_timeout_s
         self.on_recovered = on_recovered
         self._heartbeat: asyncio.Task[None] | None = None
+        self._left = False
 
     async def start(self) -> list[RecoveredTurn]:
         """Register, recover what stopped processes left pending, start the heartbeat. Returns the recovered."""
@@ -168,8 +169,9 @@ class Membership:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
-        if self.store.replica_id is None:
+        if self.store.replica_id is None or self._left:
             return 0
+        self._left = True
         others = await self.store._run(self._leave)
         log.info("replica %d left; %d other replica(s) alive", self.store.replica_id, others)
         return others
