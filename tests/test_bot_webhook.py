@@ -114,7 +114,7 @@ async def test_a_conversation_over_the_webhook(db: Path, monkeypatch: pytest.Mon
         finally:
             release.set()
         await wait_for(lambda: len(answers_in(bot.api, 1)) == 1, "the answer")
-        first = [m for m in bot.api.chat_messages(1) if KEYBOARD in m][0]
+        first = next(m for m in bot.api.chat_messages(1) if KEYBOARD in m)
         data = first[KEYBOARD]["inline_keyboard"][0][0]["callback_data"]
         assert (await bot.post(bot.api.callback_update(1, 11, first["message_id"], data)))[0] == 200
         await wait_for(lambda: len(bot.api.chat_messages(1)) == 2 and len(answers_in(bot.api, 1)) == 1, "the retry")
