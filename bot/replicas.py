@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -140,7 +141,11 @@ class UserLocks:
 
 
 class Membership:
-    """This process among the replicas sharing the database. `start()` before serving, `stop()` after."""
+    """This process among the replicas sharing the database. `start()` before serving, `stop()` after.
+
+    The heartbeat runs on a thread of its own, with its own connection: a busy event loop or a long queue of store
+    jobs must not make a live replica look dead to the others (they would recover its answers in flight).
+    """
 
     def __init__(self, store: Store, *, name: str | None = None, lease_s: float = 30.0,
                  lock_timeout_s: float = 120.0, on_recovered: RecoveredCallback | None = None) -> None:
@@ -149,7 +154,9 @@ class Membership:
         self.lease_s = lease_s
         self.lock_timeout_s = lock_timeout_s
         self.on_recovered = on_recovered
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._left = False
 
     async def start(self) -> list[RecoveredTurn]:
@@ -159,16 +166,18 @@ class Membership:
         if self.store.is_postgres:
             self.store.user_locks = UserLocks(self.store, timeout_s=self.lock_timeout_s, lease_s=self.lease_s)
         recovered = await self.store.recover_turns(include_unowned=True)
-        self._heartbeat = asyncio.create_task(self._beat_forever(), name="mechuri-replica-heartbeat")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._beat_forever, name="mechuri-replica-heartbeat", daemon=True)
+        self._thread.start()
         log.info("replica %d (%s) joined; lease %.1f s", self.store.replica_id, self.name, self.lease_s)
         return recovered
 
     async def stop(self) -> int:
         """Leave: mark this replica stopped and drop its locks. Returns how many other replicas are still alive."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-            self._heartbeat = None
+        if self._thread is not None:
+            self._stopping.set()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         if self.store.replica_id is None or self._left:
             return 0
         self._left = True
@@ -199,17 +208,22 @@ class Membership:
             return int(db.execute(select(func.count()).select_from(_ALIVE.subquery()),
                                   {"alive_since": now - timedelta(seconds=self.lease_s)}).scalar_one())
 
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
+    def _beat_forever(self) -> None:
+        """On the heartbeat thread: beat, then recover what replicas that stopped beating left pending."""
+        while not self._stopping.wait(self.lease_s / 3):
             try:
-                await self.store._run(self._beat)
-                recovered = await self.store.recover_turns(include_unowned=False)
+                self._beat()
+                recovered = self.store._recover(include_unowned=False)
             except Exception as exc:  # the database is down for a moment: beat again next time
                 log.warning("replica heartbeat failed: %s: %s", type(exc).__name__, exc)
                 continue
-            if recovered and self.on_recovered is not None:
-                try:
-                    await self.on_recovered(recovered)
-                except Exception:
-                    log.exception("telling users about recovered turns failed")
+            if recovered:
+                log.warning("recovered %d turn(s) of a replica that stopped; marked failed", len(recovered))
+                if self.on_recovered is not None and self._loop is not None:
+                    asyncio.run_coroutine_threadsafe(self._tell(recovered), self._loop)
+
+    async def _tell(self, recovered: list[RecoveredTurn]) -> None:
+        try:
+            await self.on_recovered(recovered)  # type: ignore[misc]
+        except Exception:
+            log.exception("telling users about recovered turns failed")
