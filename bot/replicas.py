@@ -28,7 +28,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from bot.ordering import LockTimeout
@@ -54,17 +54,25 @@ _EARLIER_UNANSWERED = (
     )
     .limit(1)
 )
-_TAKE = (
-    pg_insert(_L)
-    .values(user_id=bindparam("uid"), token=bindparam("token"), replica_id=bindparam("me"),
-            acquired_at=bindparam("now"), expires_at=bindparam("expires"))
-)
-_TAKE = _TAKE.on_conflict_do_update(
-    index_elements=[_L.c.user_id],
-    set_={"token": _TAKE.excluded.token, "replica_id": _TAKE.excluded.replica_id,
-          "acquired_at": _TAKE.excluded.acquired_at, "expires_at": _TAKE.excluded.expires_at},
-    where=_L.c.expires_at < bindparam("now"),
-).returning(_L.c.token)
+def _take(*, after_earlier_questions: bool) -> Any:
+    """One statement, one round trip: take the user's row when it is free or its lease ran out, and (for a reply)
+    only when no earlier question of the user waits on another live replica. Returns the token when taken."""
+    row = select(
+        bindparam("uid", type_=BigInteger), bindparam("token", type_=String), bindparam("me", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)), bindparam("expires", type_=DateTime(timezone=True)),
+    )
+    if after_earlier_questions:
+        row = row.where(~exists(_EARLIER_UNANSWERED))
+    statement = pg_insert(_L).from_select(["user_id", "token", "replica_id", "acquired_at", "expires_at"], row)
+    return statement.on_conflict_do_update(
+        index_elements=[_L.c.user_id],
+        set_={"token": statement.excluded.token, "replica_id": statement.excluded.replica_id,
+              "acquired_at": statement.excluded.acquired_at, "expires_at": statement.excluded.expires_at},
+        where=_L.c.expires_at < bindparam("now"),
+    ).returning(_L.c.token)
+
+
+_TAKE, _TAKE_AFTER_EARLIER = _take(after_earlier_questions=False), _take(after_earlier_questions=True)
 _RELEASE = delete(_L).where(_L.c.user_id == bindparam("uid"), _L.c.token == bindparam("token"))
 
 RecoveredCallback = Callable[[list[RecoveredTurn]], Awaitable[None]]
@@ -106,23 +114,18 @@ class UserLocks:
     def _try(self, chat_id: int, user_id: int, question_id: int | None, token: str) -> str | None:
         """On the DB thread: None when the lock is ours now, else what we wait for."""
         now = utcnow()
-        me = self.store.replica_id or 0
-        with self.store.engine.begin() as db:
-            if question_id is not None:
-                earlier = db.execute(_EARLIER_UNANSWERED, {
-                    "uid": user_id, "cid": chat_id, "qid": question_id, "me": me,
-                    "since": now - timedelta(seconds=self.timeout_s),
-                    "alive_since": now - timedelta(seconds=self.lease_s),
-                }).first()
-                if earlier is not None:
-                    return "an earlier question on another replica"
-            taken = db.execute(_TAKE, {"uid": user_id, "token": token, "me": self.store.replica_id, "now": now,
-                                       "expires": now + timedelta(seconds=self.lease_s)}).first()
-        return None if taken is not None else "the lock"
+        params = {"uid": user_id, "token": token, "me": self.store.replica_id, "now": now,
+                  "expires": now + timedelta(seconds=self.lease_s)}
+        if question_id is not None:
+            params.update(cid=chat_id, qid=question_id, since=now - timedelta(seconds=self.timeout_s),
+                          alive_since=now - timedelta(seconds=self.lease_s))
+        with self.store.autocommit.begin() as db:
+            taken = db.execute(_TAKE if question_id is None else _TAKE_AFTER_EARLIER, params).first()
+        return None if taken is not None else "the lock, or an earlier question on another replica"
 
     def _release(self, loop: asyncio.AbstractEventLoop, user_id: int, token: str) -> None:
         def delete_row() -> None:
-            with self.store.engine.begin() as db:
+            with self.store.autocommit.begin() as db:
                 db.execute(_RELEASE, {"uid": user_id, "token": token})
 
         def wake(_done: Any) -> None:

@@ -58,6 +58,7 @@ T = TypeVar("T")
 ROLES = ("user", "assistant")
 STATUSES = ("ok", "rejected", "failed", "pending")
 INTERRUPTED = "interrupted: the process stopped during generation"
+POSTGRES_DB_THREADS = 4
 DEFAULT_LEASE_S = 30.0  # a replica not seen for this long is gone (bot/replicas.py)
 
 
@@ -195,7 +196,8 @@ class Store:
 
     Each method is one job on a dedicated database thread, run as a whole transaction. An async driver (aiosqlite)
     instead hops to its thread and back for every cursor call: about 20 hops a message, most of the bot's overhead
-    (docs/benchmarks.md). Jobs run in order on one thread, which is also what SQLite's single writer wants.
+    (docs/benchmarks.md). On SQLite jobs run in order on one thread, which is also what its single writer wants; on
+    PostgreSQL a few threads overlap the round trips.
     """
 
     def __init__(self, database_url: str, *, echo: bool = False) -> None:
@@ -203,7 +205,14 @@ class Store:
         self.is_postgres = is_postgres(database_url)
         self.engine = make_engine(database_url, echo=echo)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechuri-db")
+        # One-statement jobs need no BEGIN/COMMIT round trips: on PostgreSQL they run in autocommit mode.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres \
+            else self.engine
+        # SQLite has one writer: one DB thread, jobs in order. A PostgreSQL server runs transactions side by side and
+        # each job mostly waits on its round trips, so there a few threads overlap them (users' turns are ordered by
+        # the per-user lines and locks, not by the job queue).
+        self._thread = ThreadPoolExecutor(max_workers=POSTGRES_DB_THREADS if self.is_postgres else 1,
+                                          thread_name_prefix="mechuri-db")
         self._closed = False
         # Set by bot.replicas.Membership when this process joins the replicas sharing the database: every turn
         # written carries the replica's id, and (on PostgreSQL) a user's turns take the shared lock in `user_locks`.
@@ -216,8 +225,7 @@ class Store:
         return await asyncio.get_running_loop().run_in_executor(self._thread, partial(job, *args, **kwargs))
 
     def submit(self, job: Callable[..., T], *args: Any) -> Future[T]:
-        """Queue a job without waiting for it (from sync code, e.g. a lock release in a `finally`). Jobs keep their
-        order: anything queued later runs after it."""
+        """Queue a job without waiting for it (from sync code, e.g. a lock release in a `finally`)."""
         return self._thread.submit(job, *args)
 
     async def __aenter__(self) -> Store:
@@ -273,8 +281,8 @@ class Store:
         return [RecoveredTurn(*row) for row in found]
 
     def _execute_count(self, statement: Any) -> int:
-        with self.sessions.begin() as session:
-            return session.execute(statement).rowcount or 0
+        with self.autocommit.begin() as db:
+            return db.execute(statement).rowcount or 0
 
     # --- writes -------------------------------------------------------------------------------------------------
 
@@ -353,7 +361,7 @@ class Store:
         await self._run(self._update_turn, turn_id, values)
 
     def _update_turn(self, turn_id: int, values: dict[str, Any]) -> None:
-        with self.engine.begin() as db:
+        with self.autocommit.begin() as db:
             # No .values(): Core takes the SET clause from the parameters, so one statement serves every update.
             db.execute(_UPDATE_TURN, {"turn_id": turn_id, **values})
 

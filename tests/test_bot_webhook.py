@@ -62,8 +62,9 @@ class WebhookBot:
 
 
 @asynccontextmanager
-async def webhook_bot(database_url: str, generator: Any, **overrides: Any) -> AsyncIterator[WebhookBot]:
-    api = FakeBotAPI()
+async def webhook_bot(database_url: str, generator: Any, *, api: FakeBotAPI | None = None,
+                      **overrides: Any) -> AsyncIterator[WebhookBot]:
+    api = api or FakeBotAPI()
     port = free_port()
     with FakeBotServer(api) as server:
         settings = load_settings(
@@ -164,3 +165,16 @@ async def test_a_burst_of_webhooks_is_answered_whole_and_in_order(db: Path) -> N
     for u in range(users):
         assert [text for user, text in stored if user == 100 + u] == [f"u{u} m{m}" for m in range(per_user)]
     assert rows(db, "SELECT count(*) FROM turns WHERE role = 'assistant' AND status = 'ok'") == [(total,)]
+
+
+async def test_only_the_last_replica_to_stop_deletes_the_webhook(db: Path) -> None:
+    api = FakeBotAPI()
+    url = f"sqlite+aiosqlite:///{db}"
+    async with webhook_bot(url, FakeGenerator(echo), api=api, replica_name="first"):
+        async with webhook_bot(url, FakeGenerator(echo), api=api, replica_name="second") as second:
+            assert len(api.calls_to("setWebhook")) == 2
+            assert (await second.post(api.message_update(1, 11, "둘째 복제본에게")))[0] == 200
+            await wait_for(lambda: len(answers_in(api, 1)) == 1, "the answer")
+        assert api.webhook is not None and not api.calls_to("deleteWebhook")  # the first one still serves
+    assert api.webhook is None and len(api.calls_to("deleteWebhook")) == 1
+    assert rows(db, "SELECT name, stopped_at IS NOT NULL FROM replicas ORDER BY id") == [("first", 1), ("second", 1)]
