@@ -8,6 +8,8 @@ to stop removes the webhook. No log line holds a secret.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from fake_bot_api import FakeBotAPI, FakeBotServer
 from replica_fixtures import (
     HANG,
     KEYBOARD,
+    ROOT,
     SECRET,
     TOKEN,
     ReplicaProcess,
@@ -107,3 +110,14 @@ def test_two_replicas_keep_every_users_order(postgres_db, tmp_path: Path) -> Non
         assert "setWebhook" in log  # debug logging was on: the request lines were there to leak
         for secret in (TOKEN, TOKEN.split(":")[1], SECRET, postgres_db.server.password):
             assert secret not in log, f"replica {replica.index} logged a secret"
+
+
+@pytest.mark.timeout(180)
+def test_the_replica_benchmark_runs_and_checks_what_it_claims(postgres_server) -> None:
+    # postgres_server: skip (or, under MECHURI_REQUIRE_POSTGRES=1, fail) where no server can start; the bench
+    # starts its own.
+    done = subprocess.run([sys.executable, "bench/replicas.py", "--users", "4", "--per-user", "2", "--sequential", "4",
+                           "--no-single"], cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 2 |"))
+    assert "| 4 × 2 | 8 / 8 |" in row and row.endswith("| 0 | 0 / 0 | 0 |"), row
