@@ -118,7 +118,8 @@ async def tell_interrupted(app: Application, recovered: list[RecoveredTurn]) -> 
             continue
         question = " ".join((turn.question or "").split())
         question = question if len(question) <= 40 else question[:39] + "…"
-        await handlers._sender().send_text(turn.chat_id, INTERRUPTED_NOTICE.format(question=question or "앞의 질문"))
+        if handlers.sender is not None:
+            await handlers.sender.send_text(turn.chat_id, INTERRUPTED_NOTICE.format(question=question or "앞의 질문"))
 
 
 async def serve(
