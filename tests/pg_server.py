@@ -63,7 +63,8 @@ class PostgresServer:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.run_as = _server_user()
-        self.root = Path(tempfile.mkdtemp(prefix="mechuri-pg-"))
+        # As root, TMPDIR may sit where the server's user cannot reach (under /root): /tmp is open to everyone.
+        self.root = Path(tempfile.mkdtemp(prefix="mechuri-pg-", dir="/tmp" if self.run_as else None))
         self.data = self.root / "data"
         self.port = _free_port()
         self.password = secrets.token_urlsafe(12)
