@@ -1,8 +1,9 @@
 """The history store: users, conversations and turns in SQLite (or any SQLAlchemy async URL), through SQLAlchemy 2.
 
-The schema changes only through Alembic (migrations/); `await store.upgrade()` runs it. All SQL of the bot lives here:
-the conversation service and the front ends call `Store` methods and never build queries themselves. The methods are
-async; each runs as one transaction on a dedicated database thread (see `Store`).
+The schema changes only through Alembic (migrations/); `await store.upgrade()` runs it. All SQL of the bot lives here,
+and for the coordination of several replicas (heartbeats, user locks) in bot/replicas.py: the conversation service
+and the front ends call `Store` methods and never build queries themselves. The methods are async; each runs as one
+transaction on a database thread (see `Store`).
 """
 
 from __future__ import annotations
