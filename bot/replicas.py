@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL_S = 0.005  # a lock held by another replica is polled with backoff, from this
 MAX_POLL_S = 0.1
+MAX_HOLD_S = 600.0  # no turn holds a user's lock for ten minutes; past that its replica stops renewing it
 
 _T, _C, _R, _L = Turn.__table__, Conversation.__table__, Replica.__table__, UserLock.__table__
 _ALIVE = select(_R.c.id).where(_R.c.stopped_at.is_(None), _R.c.seen_at > bindparam("alive_since"))
@@ -82,6 +83,10 @@ def default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _took(attempt: Any) -> bool:
+    return not attempt.cancelled() and attempt.exception() is None and attempt.result() is None
+
+
 class UserLocks:
     """Each user's turn lock across replicas; `acquire` returns the release (a plain function, safe in `finally`)."""
 
@@ -96,10 +101,17 @@ class UserLocks:
         token = secrets.token_hex(16)
         deadline = loop.time() + self.timeout_s
         delay = FIRST_POLL_S
+        release = partial(self._release, loop, user_id, token)
         while True:
-            waiting_for = await self.store._run(self._try, chat_id, user_id, question_id, token)
+            attempt = self.store.submit(self._try, chat_id, user_id, question_id, token)
+            try:
+                waiting_for = await asyncio.wrap_future(attempt)
+            except asyncio.CancelledError:
+                # The attempt runs on regardless: if it took the lock, nobody else would ever give it back.
+                attempt.add_done_callback(lambda done: release() if _took(done) else None)
+                raise
             if waiting_for is None:
-                return partial(self._release, loop, user_id, token)
+                return release
             remaining = deadline - loop.time()
             if remaining <= 0:
                 log.warning("user lock wait timed out after %.0f s (%s)", self.timeout_s, waiting_for)
@@ -198,8 +210,11 @@ class Membership:
         now = utcnow()
         with self.store.engine.begin() as db:
             db.execute(update(_R).where(_R.c.id == self.store.replica_id).values(seen_at=now))
-            if self.store.user_locks is not None:  # a lock lives as long as its holder keeps beating
-                db.execute(update(_L).where(_L.c.replica_id == self.store.replica_id)
+            if self.store.user_locks is not None:
+                # A lock lives as long as its holder keeps beating, up to MAX_HOLD_S: a lock that a bug never gave
+                # back frees itself then.
+                db.execute(update(_L).where(_L.c.replica_id == self.store.replica_id,
+                                            _L.c.acquired_at > now - timedelta(seconds=MAX_HOLD_S))
                            .values(expires_at=now + timedelta(seconds=self.lease_s)))
 
     def _leave(self) -> int:

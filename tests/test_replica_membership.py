@@ -106,3 +106,25 @@ async def test_a_lock_whose_lease_ran_out_is_taken_over(postgres_db) -> None:
     finally:
         await member.stop()
         await store.close()
+
+
+async def test_a_cancelled_wait_never_leaves_the_lock_taken(postgres_db) -> None:
+    store = Store(postgres_db.url)
+    member = Membership(store, name="cancelling", lease_s=5, lock_timeout_s=2)
+    try:
+        await member.start()
+        waiting = asyncio.create_task(store.user_locks.acquire(1, 1, None))
+        await asyncio.sleep(0)  # the attempt is on its way to the database
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        for _ in range(100):  # the attempt took the lock after all; its release follows it
+            if postgres_db.rows("SELECT count(*) FROM user_locks") == [(0,)]:
+                break
+            await asyncio.sleep(0.02)
+        assert postgres_db.rows("SELECT count(*) FROM user_locks") == [(0,)]
+        release = await asyncio.wait_for(store.user_locks.acquire(1, 1, None), 1)
+        release()
+    finally:
+        await member.stop()
+        await store.close()
