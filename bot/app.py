@@ -1,8 +1,11 @@
-"""The Telegram bot: wiring of settings, store, generator, conversation service and PTB Application, and polling.
+"""The Telegram bot: wiring of settings, store, generator, conversation service and PTB Application; polling or
+webhooks.
 
 `build_application(settings, service)` is the PTB Application with every handler (tests drive it with a fake Bot API);
-`run_bot(settings)` is `mechuri bot`: it upgrades the database, recovers turns an earlier run left pending, loads the
-model, and polls until SIGINT/SIGTERM. The bot token never reaches a log line, not even inside a traceback.
+`run_bot(settings)` is `mechuri bot`: it upgrades the database, joins the replicas sharing it (bot/replicas.py) and
+recovers turns that stopped processes left pending, loads the model, and polls (or, with `webhook=True`, receives
+webhooks, bot/webhook.py) until SIGINT/SIGTERM. No secret reaches a log line, not even inside a traceback: not the
+bot token, not the database password, not the webhook secret.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from telegram.ext import Application, ApplicationBuilder
 from telegram.request import BaseRequest
 
 from bot.conversation import ConversationService
+from bot.database import database_problem
 from bot.handlers import Handlers
+from bot.redaction import redact_secrets_in_logs, redact_token_in_logs  # noqa: F401 (re-exported)
+from bot.replicas import Membership
 from bot.runtime import load_catalog, start_generator
 from bot.settings import Settings, SettingsError
-from bot.storage import Store
+from bot.storage import RecoveredTurn, Store, utcnow
 from bot.telegram_gate import CappedGenerator
+from bot.webhook import AcknowledgingQueue, ScopedUpdates, WebhookError, delete_webhook, start_webhook
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ COMMANDS = [
 ADMIN_COMMANDS = [*COMMANDS, BotCommand("reload", "어댑터 다시 불러오기 (관리자)"), BotCommand("status", "상태 (관리자)")]
 
 GeneratorFactory = Callable[[Settings], Awaitable[Any]]
+INTERRUPTED_NOTICE = "“{question}”에 답하다가 멈췄어요 🙏 다시 보내 주시면 바로 답할게요."
+NOTICE_MAX_AGE_S = 3600  # an answer interrupted longer ago than this is not worth a message
 
 
 def build_service(settings: Settings, store: Store, generator: Any, catalog: Any | None = None) -> ConversationService:
@@ -46,15 +55,20 @@ def build_service(settings: Settings, store: Store, generator: Any, catalog: Any
 
 def build_application(
     settings: Settings, service: ConversationService, *, request: BaseRequest | None = None,
-    get_updates_request: BaseRequest | None = None,
+    get_updates_request: BaseRequest | None = None, webhook: bool = False,
 ) -> Application:
-    """The PTB Application with Mechuri's handlers. `request`s replace the HTTP transport (tests)."""
+    """The PTB Application with Mechuri's handlers. `request`s replace the HTTP transport (tests). `webhook`: the
+    update queue holds Telegram's 200 until a message's question is stored (bot/webhook.py)."""
+    queue = AcknowledgingQueue() if webhook else None
     builder = (
         ApplicationBuilder()
         .token(settings.require_token())
-        .concurrent_updates(True)  # the service and UserGate keep each user's turns in order
+        # Updates run concurrently, each in a TurnScope; the service and UserGate keep each user's turns in order.
+        .concurrent_updates(ScopedUpdates(queue))
         .post_init(set_commands)
     )
+    if queue is not None:
+        builder = builder.update_queue(queue)
     if settings.telegram_base_url:
         builder = builder.base_url(settings.telegram_base_url)
     if settings.telegram_base_file_url:
@@ -89,42 +103,76 @@ async def load_generator(settings: Settings) -> Any:
     return await start_generator(settings)
 
 
+def membership_for(settings: Settings, store: Store) -> Membership:
+    return Membership(store, name=settings.replica_name, lease_s=settings.replica_lease_s,
+                      lock_timeout_s=settings.user_lock_timeout_s)
+
+
+async def tell_interrupted(app: Application, recovered: list[RecoveredTurn]) -> None:
+    """Tell each user whose answer a stopped process left unfinished (recent ones only) to ask again."""
+    handlers: Handlers = app.bot_data["handlers"]
+    now = utcnow()
+    for turn in recovered:
+        created = turn.created_at if turn.created_at.tzinfo else turn.created_at.replace(tzinfo=now.tzinfo)
+        if (now - created).total_seconds() > NOTICE_MAX_AGE_S:
+            continue
+        question = " ".join((turn.question or "").split())
+        question = question if len(question) <= 40 else question[:39] + "…"
+        if handlers.sender is not None:
+            await handlers.sender.send_text(turn.chat_id, INTERRUPTED_NOTICE.format(question=question or "앞의 질문"))
+
+
 async def serve(
     settings: Settings, stop: asyncio.Event, *, make_generator: GeneratorFactory = load_generator,
-    ready: Callable[[Application], None] | None = None,
+    ready: Callable[[Application], None] | None = None, webhook: bool = False,
 ) -> None:
-    """Upgrade the schema, recover, load the model, poll until `stop` is set, then shut everything down."""
+    """Upgrade the schema, join the replicas, load the model, take updates until `stop` is set, then shut down."""
+    config = settings.require_webhook() if webhook else None
     store = Store(settings.database_url)
+    membership = membership_for(settings, store)
     generator: Any = None
     try:
         await store.upgrade()
-        await store.recover()
+        recovered = await membership.start()
         log.info("loading the model %s (%s)…", settings.model_base, settings.quantization)
         generator = await make_generator(settings)
         service = build_service(settings, store, generator, load_catalog())
-        app = build_application(settings, service)
+        app = build_application(settings, service, webhook=webhook)
         async with app:  # initialize (getMe) … shutdown
             if app.post_init:
                 await app.post_init(app)
             await app.start()
-            await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
-            log.info("@%s is polling for updates", app.bot.username)
+            membership.on_recovered = lambda turns: tell_interrupted(app, turns)
+            if recovered:
+                await tell_interrupted(app, recovered)
+            if config is not None:
+                await start_webhook(app, config)
+            else:
+                await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+                log.info("@%s is polling for updates", app.bot.username)
             if ready is not None:
                 ready(app)
             await stop.wait()
             log.info("stopping: finishing the answers in flight")
             await app.updater.stop()
             await app.stop()
+            others = await membership.stop()
+            if config is not None and others == 0:
+                await delete_webhook(app)
     finally:
+        try:
+            await membership.stop()  # no-op when it already left
+        except Exception as exc:  # the database went away: the lease runs out by itself
+            log.warning("could not leave the replicas cleanly: %s", type(exc).__name__)
         if generator is not None:
             await generator.close()
         await store.close()
 
 
-def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_generator) -> int:
+def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_generator, webhook: bool = False) -> int:
     """`mechuri bot`: run until SIGINT/SIGTERM. `make_generator` is the seam for tests (a fake generator)."""
-    token = settings.require_token()
-    restore_logging = redact_token_in_logs(token)
+    settings.require_token()
+    restore_logging = redact_secrets_in_logs(settings)
     # httpx logs each request line at INFO, and the request line holds the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -134,7 +182,9 @@ def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_gener
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
-        await serve(settings, stop, make_generator=make_generator)
+        await serve(settings, stop, make_generator=make_generator, webhook=webhook)
+
+    from sqlalchemy.exc import SQLAlchemyError
 
     from model import ModelError
 
@@ -144,31 +194,19 @@ def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_gener
         # PTB's message repeats the token; say what to do instead.
         log.error("Telegram rejected TELEGRAM_BOT_TOKEN: check the token from @BotFather in .env or the environment")
         return 2
+    except SettingsError as exc:
+        for problem in exc.problems:
+            log.error("settings: %s", problem)
+        return 2
+    except WebhookError as exc:
+        log.error("the webhook server did not start: %s", exc)
+        return 1
     except ModelError as exc:  # the message names the cause and the fix
         log.error("the model could not be loaded: %s", exc)
         return 1
-    except SettingsError as exc:  # a setting only the loaded model can check (its context length)
-        log.error("%s", exc)
-        return 2
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("%s", database_problem(settings.database_url, exc))
+        return 1
     finally:
         restore_logging()
     return 0
-
-
-def redact_token_in_logs(token: str) -> Callable[[], None]:
-    """Replace the token in every log record (message, arguments and traceback) with "<token>". Returns an undo."""
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        message = record.getMessage()
-        if token in message:
-            record.msg, record.args = message.replace(token, "<token>"), None
-        if record.exc_info and not record.exc_text:
-            text = logging.Formatter().formatException(record.exc_info)
-            if token in text:
-                record.exc_text = text.replace(token, "<token>")
-        return record
-
-    logging.setLogRecordFactory(factory)
-    return lambda: logging.setLogRecordFactory(previous)

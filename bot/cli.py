@@ -18,11 +18,15 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"설정 오류 (settings): {problem}", file=sys.stderr)
         return None
+    from bot.redaction import redact_secrets_in_logs
+
+    redact_secrets_in_logs(settings)  # for the rest of the command: no log line shows the DB password or a token
+    return settings
 
 
 DEMO_BANNER = """\
@@ -42,6 +46,7 @@ def _prepare_demo(args: argparse.Namespace) -> None:
 
     from platformdirs import user_data_dir
 
+    from bot.database import mask_url
     from model import QUICK_RECIPE, DemoRecipe, build_demo_model, demo_dir
 
     recipe = QUICK_RECIPE if args.demo_quick else DemoRecipe()
@@ -59,7 +64,7 @@ def _prepare_demo(args: argparse.Namespace) -> None:
     # The demo model has a 512-token context and short answers.
     args.max_new_tokens = args.max_new_tokens or 96
     print(DEMO_BANNER, file=sys.stderr)
-    print(f"(history: {args.database_url})", file=sys.stderr)
+    print(f"(history: {mask_url(args.database_url)})", file=sys.stderr)
 
 
 def chat_command(args: argparse.Namespace) -> int:
@@ -88,28 +93,38 @@ def chat_command(args: argparse.Namespace) -> int:
 def bot_command(args: argparse.Namespace) -> int:
     from bot.settings import SettingsError
 
-    settings = _settings(args)
+    settings = _settings(args, webhook_listen=args.listen, webhook_port=args.port)
     if settings is None:
         return 2
     try:
         settings.require_token()
+        if args.webhook:
+            settings.require_webhook()
     except SettingsError as exc:
-        print(f"설정 오류 (settings): {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"설정 오류 (settings): {problem}", file=sys.stderr)
         return 2
     from bot.app import run_bot
 
-    return int(run_bot(settings) or 0)
+    return int(run_bot(settings, webhook=args.webhook) or 0)
 
 
 def db_command(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.database import database_problem, mask_url
     from bot.storage import run_downgrade, run_upgrade
 
     settings = _settings(args)
     if settings is None:
         return 2
     migrate = run_upgrade if args.db_command == "upgrade" else run_downgrade
-    migrate(settings.database_url, args.revision)
-    print(f"database at {args.revision}: {settings.database_url}")
+    try:
+        migrate(settings.database_url, args.revision)
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"데이터베이스 오류 (database): {database_problem(settings.database_url, exc)}", file=sys.stderr)
+        return 1
+    print(f"database at {args.revision}: {mask_url(settings.database_url)}")
     return 0
 
 
@@ -146,6 +161,11 @@ def register(subparsers: Any) -> None:
     bot = subparsers.add_parser("bot", help="run the Telegram bot (needs TELEGRAM_BOT_TOKEN)",
                                 description="Run the Telegram bot; settings come from .env and the environment.")
     _database_flag(bot)
+    bot.add_argument("--webhook", action="store_true",
+                     help="receive updates by webhook (MECHURI_WEBHOOK_URL, _SECRET, …) instead of polling; "
+                          "needed to run several replicas")
+    bot.add_argument("--listen", help="webhook: address to listen on (default: MECHURI_WEBHOOK_LISTEN, 127.0.0.1)")
+    bot.add_argument("--port", type=int, help="webhook: port to listen on (default: MECHURI_WEBHOOK_PORT, 8080)")
     bot.set_defaults(func=bot_command)
 
     db = subparsers.add_parser("db", help="migrate the history database (Alembic)")

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.ordering import UserLines
 from bot.settings import GenerationDefaults
-from bot.storage import Store, Turn
+from bot.storage import QuestionGone, Store, Turn
 from model import (
     AdapterError,
     AdapterInfo,
@@ -39,6 +39,7 @@ BUSY_REASON = "busy: the generator queue is full"
 REFUSED_UNKNOWN = "그 답변은 찾을 수 없어요. 새로 질문해 주세요."
 REFUSED_STALE = "가장 최근 답변만 다시 고를 수 있어요."
 REFUSED_STATUS = "이미 다시 고른 답변이에요. 새 답변에서 '다른 거'를 눌러 주세요."
+FORGOTTEN_TEXT = "기록을 지우는 사이에 받은 질문이라, 답하지 않고 함께 지웠어요. 다시 물어봐 주세요."
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class ConversationService:
         self.adapters_dir = Path(adapters_dir)
         self.max_concurrent = max_concurrent
         self.started_at = time.monotonic()
-        self._lines = UserLines()
+        # On PostgreSQL with several replicas, a line continues across processes (store.user_locks).
+        self._lines = UserLines(store.user_locks, busy=ConversationBusy)
         self._in_flight = 0
         self._answered = 0
 
@@ -154,7 +156,7 @@ class ConversationService:
             # The question is stored before waiting for this user's earlier answers: it must survive a crash.
             async with slot.line.intake:
                 question = await self.store.add_question(chat_id, user_id, text, user_name)
-            await self._lines.wait(slot)
+            await self._lines.wait(slot, question_id=question.id)
             # history=None: the history is read in the same transaction that creates the pending answer.
             return await self._answer(question, None, excluded=(), on_partial=on_partial)
         finally:
@@ -281,11 +283,14 @@ class ConversationService:
         adapter = self._adapter()
         stored = {"seed": seed, "params": GenerationRequest(prompt="", **params).sampling_params(),
                   "adapter_name": adapter.name, "adapter_version": adapter.version}
-        if history is None:
-            turns, pending = await self.store.begin_answer(question, **stored)
-            history = prompt_turns(turns, question.id)
-        else:
-            pending = await self.store.start_answer(question, **stored)
+        try:
+            if history is None:
+                turns, pending = await self.store.begin_answer(question, **stored)
+                history = prompt_turns(turns, question.id)
+            else:
+                pending = await self.store.start_answer(question, **stored)
+        except QuestionGone:  # /forget (another chat or replica) deleted the question while it waited
+            return Answer(0, question.id, FORGOTTEN_TEXT, seed, "failed", ())
         built = build_prompt(
             history, question.text, excluded_dishes=excluded, tokenizer=self.generator.tokenizer,
             budget=self.generator.max_context - self.generation.max_new_tokens,

@@ -6,9 +6,11 @@ the environment variable and how to set it. The bot token is a SecretStr, so it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +41,20 @@ def _parse_ids(value: Any) -> Any:
 
 
 IdList = Annotated[list[int], NoDecode]
+
+
+WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9/_-]*")
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str  # what Telegram POSTs to (public, usually a reverse proxy)
+    listen: str
+    port: int
+    path: str
+    secret: str = field(repr=False)
+    max_connections: int = 40
 
 
 @dataclass(frozen=True)
@@ -89,12 +105,25 @@ class Settings(BaseSettings):
     max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
     stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
 
+    # `mechuri bot --webhook`: Telegram POSTs updates to webhook_url; this process listens behind a reverse proxy.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8080, ge=1, le=65535)
+    webhook_path: str | None = None  # default: the path of webhook_url
+    webhook_secret: SecretStr | None = None
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    # Several replicas on one PostgreSQL database (bot/replicas.py).
+    replica_name: str | None = None  # default: host:pid
+    replica_lease_s: float = Field(default=30.0, ge=0.5)
+    user_lock_timeout_s: float = Field(default=120.0, gt=0.0)
+
     @field_validator("admin_ids", "allowed_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         return _parse_ids(value)
 
-    @field_validator("telegram_base_url", "telegram_base_file_url", "adapter", "telegram_bot_token", mode="before")
+    @field_validator("telegram_base_url", "telegram_base_file_url", "adapter", "telegram_bot_token", "webhook_url",
+                     "webhook_path", "webhook_secret", "replica_name", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -115,6 +144,46 @@ class Settings(BaseSettings):
             raise SettingsError([f"{TOKEN_ENV} is not set: put it in .env or the environment ({TOKEN_ENV}=123:ABC…)"])
         return token
 
+    def require_webhook(self) -> WebhookConfig:
+        """The webhook settings, checked, or SettingsError with one line per problem and its fix."""
+        problems = []
+        url = (self.webhook_url or "").strip()
+        parsed = urlsplit(url)
+        if not url:
+            problems.append(f"{ENV_PREFIX}WEBHOOK_URL is not set: put the public HTTPS address Telegram should send "
+                            f"updates to in .env or the environment, e.g. https://bot.example.com/telegram")
+        elif parsed.scheme not in ("https", "http") or not parsed.hostname:
+            problems.append(f"{ENV_PREFIX}WEBHOOK_URL is invalid (got {url!r}): give a full https:// address")
+        elif parsed.scheme == "http" and not self.telegram_base_url:
+            problems.append(f"{ENV_PREFIX}WEBHOOK_URL must start with https:// (got {url!r}): Telegram delivers "
+                            f"only to HTTPS; plain http works only with a local Bot API server "
+                            f"({ENV_PREFIX}TELEGRAM_BASE_URL)")
+        path = self.webhook_path or parsed.path or "/telegram"
+        if not WEBHOOK_PATH.fullmatch(path):
+            problems.append(f"{ENV_PREFIX}WEBHOOK_PATH is invalid (got {path!r}): a path like /telegram "
+                            f"(letters, digits, / _ -)")
+        secret = self.webhook_secret.get_secret_value().strip() if self.webhook_secret else ""
+        if not secret:
+            problems.append(f"{ENV_PREFIX}WEBHOOK_SECRET is not set: Telegram sends it with every update, and "
+                            f"requests without it are refused. Make one with: "
+                            f"python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        elif not WEBHOOK_SECRET.fullmatch(secret):
+            problems.append(f"{ENV_PREFIX}WEBHOOK_SECRET is invalid: 1-256 characters of A-Z, a-z, 0-9, _ and - "
+                            f"(Telegram's rule)")
+        if problems:
+            raise SettingsError(problems)
+        return WebhookConfig(url=url, listen=self.webhook_listen, port=self.webhook_port, path=path, secret=secret,
+                             max_connections=self.webhook_max_connections)
+
+    def __repr_args__(self) -> Any:
+        # The URL may hold the database password; repr (and so any log of the settings) shows it masked.
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                from bot.database import mask_url
+
+                value = mask_url(value)
+            yield name, value
+
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_ids
 
@@ -129,6 +198,8 @@ _HINTS: dict[str, str] = {
     "stream_edit_interval_s": "seconds, at least 1",
     "max_new_tokens": f"at most {POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS}: the answer and a minimal prompt "
                       f"({MIN_PROMPT_TOKENS} tokens) must fit the model's {POLYGLOT_CONTEXT}-token context",
+    "webhook_port": "a port number, e.g. 8080",
+    "replica_lease_s": "seconds, at least 0.5",
 }
 
 
@@ -140,6 +211,9 @@ def check_fits_context(settings: Settings, max_context: int) -> None:
             f"and a minimal prompt ({MIN_PROMPT_TOKENS} tokens) must fit its {max_context}-token context; set "
             f"{env_name('max_new_tokens')} to at most {max_context - MIN_PROMPT_TOKENS}"
         ])
+
+
+SECRET_FIELDS = {"telegram_bot_token", "webhook_secret", "database_url"}
 
 
 def env_name(field: str) -> str:
@@ -155,7 +229,7 @@ def _problem_line(error: dict[str, Any]) -> str:
     if error.get("type") == "missing":
         return f"{name} is not set: put it in .env or the environment"
     given = error.get("input")
-    shown = "" if field == "telegram_bot_token" or isinstance(given, dict) else f" (got {given!r})"
+    shown = "" if field in SECRET_FIELDS or isinstance(given, dict) else f" (got {given!r})"
     hint = _HINTS.get(field, "")
     fix = f"set {name} in .env or the environment" + (f" to {hint}" if hint else "")
     return f"{name} is invalid{shown}: {error.get('msg', 'invalid value')}; {fix}"

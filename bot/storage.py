@@ -1,8 +1,9 @@
 """The history store: users, conversations and turns in SQLite (or any SQLAlchemy async URL), through SQLAlchemy 2.
 
-The schema changes only through Alembic (migrations/); `await store.upgrade()` runs it. All SQL of the bot lives here:
-the conversation service and the front ends call `Store` methods and never build queries themselves. The methods are
-async; each runs as one transaction on a dedicated database thread (see `Store`).
+The schema changes only through Alembic (migrations/); `await store.upgrade()` runs it. All SQL of the bot lives here,
+and for the coordination of several replicas (heartbeats, user locks) in bot/replicas.py: the conversation service
+and the front ends call `Store` methods and never build queries themselves. The methods are async; each runs as one
+transaction on a database thread (see `Store`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -28,24 +29,53 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
-    create_engine,
     delete,
-    event,
+    exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+# Re-exported: the engine and Alembic helpers moved to bot.database, and callers import them from here.
+from bot.database import (  # noqa: F401
+    SQLITE_BUSY_TIMEOUT_MS,
+    alembic_config,
+    is_postgres,
+    make_engine,
+    migrations_dir,
+    run_downgrade,
+    run_upgrade,
+    sync_url,
+)
+from bot.ordering import current_scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ROLES = ("user", "assistant")
 STATUSES = ("ok", "rejected", "failed", "pending")
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+INTERRUPTED = "interrupted: the process stopped during generation"
+POSTGRES_DB_THREADS = 4
+DEFAULT_LEASE_S = 30.0  # a replica not seen for this long is gone (bot/replicas.py)
+
+
+class QuestionGone(Exception):
+    """The question was deleted (/forget) before its answer could be stored."""
+
+
+@dataclass(frozen=True)
+class RecoveredTurn:
+    """A pending answer whose process stopped, now marked failed: the chat to tell, and the question it answered."""
+
+    turn_id: int
+    chat_id: int
+    user_id: int
+    question: str | None
+    created_at: datetime
 
 
 def utcnow() -> datetime:
@@ -91,6 +121,7 @@ class Turn(Base):
         CheckConstraint("status IN ('ok', 'rejected', 'failed', 'pending')", name="ck_turns_status"),
         Index("ix_turns_conversation_id", "conversation_id", "id"),
         Index("ix_turns_status", "status"),  # recover() looks for leftover pending turns at startup
+        Index("ix_turns_reply_to", "reply_to"),  # "is this question answered yet?" (replicas keep a user's order)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -111,70 +142,32 @@ class Turn(Base):
     error: Mapped[str | None] = mapped_column(Text)  # why a turn failed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The bot process that wrote the turn: a pending answer is recovered only once that process is gone.
+    replica_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("replicas.id", ondelete="SET NULL"))
 
 
-def migrations_dir() -> Path:
-    import migrations
+class Replica(Base):
+    """One bot process sharing the database (bot/replicas.py). Alive while `seen_at` is recent and not stopped."""
 
-    # An editable install made before migrations/ had its __init__.py maps it as a namespace (no __file__).
-    if migrations.__file__:
-        return Path(migrations.__file__).resolve().parent
-    return Path(next(iter(migrations.__path__))).resolve()
+    __tablename__ = "replicas"
 
-
-def alembic_config(database_url: str) -> Any:
-    """An Alembic Config that works without alembic.ini, e.g. from an installed wheel."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return config
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-def run_upgrade(database_url: str, revision: str = "head") -> None:
-    """Blocking. Alembic's async env.py calls asyncio.run, so inside a running loop call this via asyncio.to_thread."""
-    from alembic import command
+class UserLock(Base):
+    """A user's turn lock shared by the replicas (PostgreSQL): held by one turn, renewed by its replica's heartbeat."""
 
-    command.upgrade(alembic_config(database_url), revision)
+    __tablename__ = "user_locks"
 
-
-def run_downgrade(database_url: str, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(database_url), revision)
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer; the busy timeout makes concurrent writers wait instead of failing
-    # with "database is locked"; SQLite leaves foreign keys off unless asked. synchronous=NORMAL in WAL mode keeps
-    # every commit through a process crash (kill -9); only a power cut can lose the last commits.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-# The async URL names the driver Alembic's async env uses; the store runs the same database through the sync driver.
-_SYNC_DRIVERS = {"+aiosqlite": "+pysqlite", "+asyncpg": "+psycopg", "+aiomysql": "+pymysql", "+asyncmy": "+pymysql"}
-
-
-def sync_url(database_url: str) -> str:
-    for async_driver, sync_driver in _SYNC_DRIVERS.items():
-        database_url = database_url.replace(async_driver, sync_driver, 1)
-    return database_url
-
-
-def make_engine(database_url: str, *, echo: bool = False) -> Engine:
-    is_sqlite = database_url.startswith("sqlite")
-    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if is_sqlite else {}
-    # Every Store job ends its own transaction, so the pool's extra rollback on each return is wasted work.
-    engine = create_engine(sync_url(database_url), echo=echo, connect_args=connect_args, pool_reset_on_return=None)
-    if is_sqlite:
-        event.listen(engine, "connect", _set_sqlite_pragmas)
-    return engine
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(String(64))
+    replica_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("replicas.id", ondelete="CASCADE"))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # The prompt keeps only what fits the model's context (2,048 tokens for Polyglot, with 256 kept for the answer): more
@@ -182,7 +175,7 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
 HISTORY_LIMIT = 40
 
 # The statements of every message, built once: building and coercing a statement costs more than SQLite running it.
-_T, _U, _C = Turn.__table__, User.__table__, Conversation.__table__
+_T, _U, _C, _R = Turn.__table__, User.__table__, Conversation.__table__, Replica.__table__
 _TOUCH_USER = update(_U).where(_U.c.id == bindparam("uid")).values(last_seen_at=bindparam("now"))
 _TOUCH_USER_NAMED = _TOUCH_USER.values(name=bindparam("uname"))
 _OPEN_CONVERSATION = select(_C.c.id).where(
@@ -204,19 +197,37 @@ class Store:
 
     Each method is one job on a dedicated database thread, run as a whole transaction. An async driver (aiosqlite)
     instead hops to its thread and back for every cursor call: about 20 hops a message, most of the bot's overhead
-    (docs/benchmarks.md). Jobs run in order on one thread, which is also what SQLite's single writer wants.
+    (docs/benchmarks.md). On SQLite jobs run in order on one thread, which is also what its single writer wants; on
+    PostgreSQL a few threads overlap the round trips.
     """
 
     def __init__(self, database_url: str, *, echo: bool = False) -> None:
         self.database_url = database_url
+        self.is_postgres = is_postgres(database_url)
         self.engine = make_engine(database_url, echo=echo)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechuri-db")
+        # One-statement jobs need no BEGIN/COMMIT round trips: on PostgreSQL they run in autocommit mode.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres \
+            else self.engine
+        # SQLite has one writer: one DB thread, jobs in order. A PostgreSQL server runs transactions side by side and
+        # each job mostly waits on its round trips, so there a few threads overlap them (users' turns are ordered by
+        # the per-user lines and locks, not by the job queue).
+        self._thread = ThreadPoolExecutor(max_workers=POSTGRES_DB_THREADS if self.is_postgres else 1,
+                                          thread_name_prefix="mechuri-db")
         self._closed = False
+        # Set by bot.replicas.Membership when this process joins the replicas sharing the database: every turn
+        # written carries the replica's id, and (on PostgreSQL) a user's turns take the shared lock in `user_locks`.
+        self.replica_id: int | None = None
+        self.lease_s = DEFAULT_LEASE_S
+        self.user_locks: Any = None
 
     async def _run(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # A cancelled caller does not cancel the job: a transaction on the DB thread always runs to its end.
         return await asyncio.get_running_loop().run_in_executor(self._thread, partial(job, *args, **kwargs))
+
+    def submit(self, job: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue a job without waiting for it (from sync code, e.g. a lock release in a `finally`)."""
+        return self._thread.submit(job, *args)
 
     async def __aenter__(self) -> Store:
         return self
@@ -235,22 +246,53 @@ class Store:
         await asyncio.to_thread(run_upgrade, self.database_url, revision)
 
     async def recover(self) -> int:
-        """Mark turns left `pending` by a process that died mid-generation as failed. Run once at startup."""
-        count = await self._run(self._execute_count, update(Turn).where(Turn.status == "pending").values(
-            status="failed", error="interrupted: the process stopped during generation", finished_at=utcnow()))
-        if count:
-            log.warning("recovered %d turn(s) left pending by an interrupted run; marked failed", count)
-        return count
+        """Mark turns left `pending` by a process that is gone as failed. Run at startup; a pending turn of a replica
+        that is still alive (bot/replicas.py) is left alone."""
+        return len(await self.recover_turns())
+
+    async def recover_turns(self, *, include_unowned: bool = True) -> list[RecoveredTurn]:
+        """As `recover`, returning what was recovered. `include_unowned`: also turns no replica wrote (older
+        versions, `mechuri chat`), which only a start-up can be sure are orphans."""
+        recovered = await self._run(self._recover, include_unowned)
+        if recovered:
+            log.warning("recovered %d turn(s) left pending by a process that stopped; marked failed", len(recovered))
+        return recovered
+
+    def _recover(self, include_unowned: bool) -> list[RecoveredTurn]:
+        now = utcnow()
+        alive = select(_R.c.id).where(or_(
+            _R.c.id == (self.replica_id or 0),
+            (_R.c.stopped_at.is_(None)) & (_R.c.seen_at > now - timedelta(seconds=self.lease_s)),
+        ))
+        owner_gone = _T.c.replica_id.not_in(alive)
+        orphan = or_(_T.c.replica_id.is_(None), owner_gone) if include_unowned else owner_gone
+        question = _T.alias("question")
+        with self.engine.begin() as db:
+            ids = db.execute(
+                update(_T).where(_T.c.status == "pending", orphan)
+                .values(status="failed", error=INTERRUPTED, finished_at=now).returning(_T.c.id)
+            ).scalars().all()
+            if not ids:
+                return []
+            found = db.execute(
+                select(_T.c.id, _C.c.chat_id, _C.c.user_id, question.c.text, _T.c.created_at)
+                .join(_C, _C.c.id == _T.c.conversation_id).outerjoin(question, question.c.id == _T.c.reply_to)
+                .where(_T.c.id.in_(ids)).order_by(_T.c.id)
+            ).all()
+        return [RecoveredTurn(*row) for row in found]
 
     def _execute_count(self, statement: Any) -> int:
-        with self.sessions.begin() as session:
-            return session.execute(statement).rowcount or 0
+        with self.autocommit.begin() as db:
+            return db.execute(statement).rowcount or 0
 
     # --- writes -------------------------------------------------------------------------------------------------
 
     async def add_question(self, chat_id: int, user_id: int, text: str, user_name: str | None = None) -> Turn:
         """Store a user turn in the user's open conversation (opened here if needed); committed on return."""
-        return await self._run(self._add_question, chat_id, user_id, text, user_name)
+        question = await self._run(self._add_question, chat_id, user_id, text, user_name)
+        if (scope := current_scope()) is not None:
+            scope.stored()  # a webhook may now tell Telegram the message is safe with us
+        return question
 
     def _add_question(self, chat_id: int, user_id: int, text: str, user_name: str | None) -> Turn:
         for attempt in range(3):
@@ -268,7 +310,7 @@ class Store:
                             insert(_C).returning(_C.c.id), {"user_id": user_id, "chat_id": chat_id, "opened_at": now}
                         ).scalar_one()
                     values = {"conversation_id": conversation_id, "role": "user", "text": text, "status": "ok",
-                              "attempts": 1, "created_at": now}
+                              "attempts": 1, "created_at": now, "replica_id": self.replica_id}
                     turn_id = db.execute(_INSERT_TURN, values).scalar_one()
                 return Turn(id=turn_id, **values)
             except IntegrityError:
@@ -298,20 +340,29 @@ class Store:
                       adapter_version: str | None, history_limit: int) -> tuple[Sequence[Any], Turn]:
         values = {"conversation_id": question.conversation_id, "role": "assistant", "text": "", "status": "pending",
                   "reply_to": question.id, "seed": seed, "params": params, "adapter_name": adapter_name,
-                  "adapter_version": adapter_version, "attempts": 1, "created_at": utcnow()}
-        with self.engine.begin() as db:
-            history: Sequence[Any] = []
-            if history_limit:
-                rows = db.execute(_RECENT_HISTORY, {"conversation_id": question.conversation_id, "limit": history_limit})
-                history = list(reversed(rows.all()))
-            turn_id = db.execute(_INSERT_TURN, values).scalar_one()
+                  "adapter_version": adapter_version, "attempts": 1, "created_at": utcnow(),
+                  "replica_id": self.replica_id}
+        try:
+            with self.engine.begin() as db:
+                history: Sequence[Any] = []
+                if history_limit:
+                    rows = db.execute(_RECENT_HISTORY,
+                                      {"conversation_id": question.conversation_id, "limit": history_limit})
+                    history = list(reversed(rows.all()))
+                turn_id = db.execute(_INSERT_TURN, values).scalar_one()
+        except IntegrityError:
+            # The question (or its whole conversation) was deleted meanwhile, by /forget in another chat or process.
+            with self.engine.connect() as db:
+                if db.execute(select(exists().where(_T.c.id == question.id))).scalar():
+                    raise
+            raise QuestionGone(f"question {question.id} was deleted before its answer was stored") from None
         return history, Turn(id=turn_id, **values)
 
     async def update_turn(self, turn_id: int, **values: Any) -> None:
         await self._run(self._update_turn, turn_id, values)
 
     def _update_turn(self, turn_id: int, values: dict[str, Any]) -> None:
-        with self.engine.begin() as db:
+        with self.autocommit.begin() as db:
             # No .values(): Core takes the SET clause from the parameters, so one statement serves every update.
             db.execute(_UPDATE_TURN, {"turn_id": turn_id, **values})
 

@@ -1,13 +1,14 @@
-"""Helpers shared by the bot tests: a migrated SQLite file, a service on it, and raw reads through sqlite3."""
+"""Helpers shared by the bot tests: a migrated database (SQLite file or PostgreSQL), a service on it, and raw reads
+through a connection of their own. `db` is a test database (tests/databases.py) or, in older tests, a SQLite path."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from databases import as_database, url_of
 from fakes import FakeGenerator
 
 from bot.conversation import ConversationService
@@ -22,19 +23,18 @@ def fresh_db(tmp_path: Path, name: str = "history.db") -> Path:
 
 
 @asynccontextmanager
-async def service_on(db: Path, gen: FakeGenerator, **kwargs: Any) -> AsyncIterator[ConversationService]:
-    store = Store(f"sqlite+aiosqlite:///{db}")
+async def service_on(db: Any, gen: FakeGenerator, **kwargs: Any) -> AsyncIterator[ConversationService]:
+    store = Store(url_of(db))
     try:
         yield ConversationService(store, gen, generation=GenerationDefaults(max_new_tokens=64), **kwargs)
     finally:
         await store.close()
 
 
-def rows(db: Path, sql: str, *args: Any) -> list[tuple]:
-    """Read through a separate sqlite3 connection: only committed rows are visible there."""
-    with sqlite3.connect(db) as raw:
-        return raw.execute(sql, args).fetchall()
+def rows(db: Any, sql: str, *args: Any) -> list[tuple]:
+    """Read through a separate connection: only committed rows are visible there."""
+    return as_database(db).rows(sql, *args)
 
 
-def all_turns(db: Path) -> list[tuple]:
+def all_turns(db: Any) -> list[tuple]:
     return rows(db, "SELECT id, role, text, status, seed, reply_to FROM turns ORDER BY id")

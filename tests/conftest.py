@@ -67,3 +67,47 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- databases: SQLite always; PostgreSQL when a server can be started (CI makes sure it can) ------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session (tests/pg_server.py). Skips with the reason when none can be
+    started, unless MECHURI_REQUIRE_POSTGRES=1 (set by .ci/run), where that is a failure."""
+    from pg_server import REQUIRE_ENV, PostgresUnavailable, start_server
+
+    try:
+        server = start_server()
+    except PostgresUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"PostgreSQL is required here ({REQUIRE_ENV}=1) but unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server, tmp_path: Path):
+    """A PostgreSQL database of its own for one test, at the newest schema."""
+    from databases import PostgresDatabase
+    from pg_server import TEMPLATE
+
+    db = PostgresDatabase(postgres_server, postgres_server.create_database(template=TEMPLATE))
+    yield db
+    db.close()
+    postgres_server.drop_database(db.name)
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request, tmp_path: Path):
+    """The same test on a SQLite file and on PostgreSQL, each migrated to the newest schema."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_db")
+        return
+    from databases import SqliteDatabase
+
+    yield SqliteDatabase.fresh(tmp_path)

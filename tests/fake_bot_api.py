@@ -1,5 +1,8 @@
 """A fake Telegram Bot API for tests: in-process (a PTB `BaseRequest`) or over HTTP on 127.0.0.1 (for `run_bot`).
 
+Like Telegram it can also push updates to the bot's webhook (`deliver`): an HTTP POST of the update's JSON to the URL
+from setWebhook, with the secret from setWebhook in `X-Telegram-Bot-Api-Secret-Token`.
+
 Both transports share one `FakeBotAPI`, which keeps the chat state a real server keeps (messages, their text and
 keyboards), records every call with its parameters, and answers the way Telegram does where the bot must cope:
 4,096-character limit, "message is not modified", 64-byte callback data, non-zero draft ids, drafts only in private
@@ -13,7 +16,9 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -79,6 +84,7 @@ class FakeBotAPI:
         self._next_update_id = 1
         self._updates: list[dict[str, Any]] = []
         self._lock = threading.Condition()
+        self.webhook: dict[str, Any] | None = None  # the parameters of the last setWebhook; None after deleteWebhook
 
     # --- failure injection ---------------------------------------------------------------------------------------
 
@@ -135,10 +141,18 @@ class FakeBotAPI:
             self._lock.wait(deadline - time.monotonic())
         return self._updates[: int(params.get("limit") or 100)]
 
-    def _api_deleteWebhook(self, params: dict[str, Any]) -> Any:
+    def _api_setWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = dict(params)
         return True
 
-    _api_setMyCommands = _api_sendChatAction = _api_answerCallbackQuery = _api_deleteWebhook
+    def _api_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = None
+        return True
+
+    def _api_ok(self, params: dict[str, Any]) -> Any:
+        return True
+
+    _api_setMyCommands = _api_sendChatAction = _api_answerCallbackQuery = _api_ok
 
     def _api_sendMessageDraft(self, params: dict[str, Any]) -> Any:
         if not int(params.get("draft_id") or 0):
@@ -245,6 +259,25 @@ class FakeBotAPI:
         with self._lock:
             self._next_update_id += 1
             return {"update_id": self._next_update_id - 1, **body}
+
+    def deliver(self, update: dict[str, Any] | bytes, *, url: str | None = None, secret: str | None = None,
+                content_type: str = "application/json", timeout: float = 30.0) -> tuple[int, bytes]:
+        """POST an update to the webhook as Telegram does: (HTTP status, body). `url` and `secret` default to what
+        the bot gave setWebhook; raw bytes are sent as they are (a malformed body)."""
+        webhook = self.webhook or {}
+        target = url or webhook.get("url")
+        if not target:
+            raise AssertionError("no webhook is set: the bot never called setWebhook")
+        secret = webhook.get("secret_token") if secret is None else secret
+        body = update if isinstance(update, bytes) else json.dumps(update, ensure_ascii=False).encode()
+        request = urllib.request.Request(target, data=body, method="POST", headers={"Content-Type": content_type})
+        if secret:
+            request.add_header("X-Telegram-Bot-Api-Secret-Token", secret)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
 
     def push_update(self, update: dict[str, Any]) -> None:
         """Queue an update for getUpdates (the HTTP transport's long polling)."""

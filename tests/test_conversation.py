@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from bot_fixtures import all_turns, fresh_db, rows, service_on
+from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeCatalog, FakeGenerator
 
 from bot.conversation import (
@@ -21,8 +21,9 @@ DISHES = ["짬뽕", "짜장면", "탕수육", "김치찌개", "비빔밥"]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return fresh_db(tmp_path)
+def db(database):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return database
 
 
 async def test_user_turn_is_committed_before_generation(db: Path) -> None:

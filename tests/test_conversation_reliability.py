@@ -12,18 +12,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from bot_fixtures import all_turns, fresh_db, rows, service_on
+from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeGenerator
 
-from bot.conversation import ConversationBusy
+from bot.conversation import FORGOTTEN_TEXT, ConversationBusy
 from bot.storage import Store
 
 TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return fresh_db(tmp_path)
+def db(database):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return database
 
 
 async def test_two_messages_from_one_user_are_answered_in_order(db: Path) -> None:
@@ -115,12 +116,9 @@ asyncio.run(main())
 """
 
 
-async def test_kill_during_generation_loses_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "killed.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    script = tmp_path / "victim.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT.format(tests=str(TESTS), url=url)))
-    victim = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+async def test_kill_during_generation_loses_nothing(db) -> None:
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILL_SCRIPT.format(tests=str(TESTS), url=db.url))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(victim.stdout.readline), timeout=60)
         assert line.strip() == "GENERATING", victim.stderr.read()
@@ -130,16 +128,17 @@ async def test_kill_during_generation_loses_nothing(tmp_path: Path) -> None:
         victim.stdout.close()
         victim.stderr.close()
     assert victim.returncode == -signal.SIGKILL
-    assert [t[1:4] for t in all_turns(path)] == [("user", "죽기 직전의 질문", "ok"), ("assistant", "", "pending")]
-    async with Store(url) as store:
+    assert [t[1:4] for t in all_turns(db)] == [("user", "죽기 직전의 질문", "ok"), ("assistant", "", "pending")]
+    async with Store(db.url) as store:
         await store.upgrade()
         assert await store.recover() == 1
-    assert [t[3] for t in all_turns(path)] == ["ok", "failed"]
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [t[3] for t in all_turns(db)] == ["ok", "failed"]
+    if db.kind == "sqlite":
+        with sqlite3.connect(db.path) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # The user carries on: the interrupted question is not shown to the model, the new one is answered.
     gen = FakeGenerator(["다시 시작!"])
-    async with service_on(path, gen) as service:
+    async with service_on(db, gen) as service:
         answer = await service.reply(7, 7, "다시 물어볼게요")
     assert answer.status == "ok" and "죽기 직전" not in gen.prompts[0]
 
@@ -166,4 +165,40 @@ async def test_reset_and_forget_keep_their_place_in_the_line(db: Path) -> None:
         assert not forget.done()  # forget waits for the answer in flight instead of pulling rows from under it
         gen.block.set()
         await asyncio.gather(pending, forget)
+    assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM conversations") == [(0,)]
+
+
+async def test_forget_waits_for_an_answer_in_another_chat(db) -> None:
+    release = asyncio.Event()
+    gen = FakeGenerator(["단체방 답"], block=release)
+    async with service_on(db, gen) as service:
+        in_group = asyncio.create_task(service.reply(-500, 1, "단체방에서 물어본 질문"))
+        while not gen.requests:
+            await asyncio.sleep(0.01)
+        forget = asyncio.create_task(service.forget(1, 1))  # from the private chat, while the group answer runs
+        await asyncio.sleep(0.2)
+        assert not forget.done()
+        release.set()
+        answer, deleted = await asyncio.gather(in_group, forget)
+    assert answer.status == "ok" and deleted == 4  # the user, the conversation, the question and its answer
+    assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM users") == [(0,)]
+
+
+async def test_forget_from_another_process_while_a_question_waits(db) -> None:
+    # Two services on one database stand for two processes: /forget on one deletes a question the other has
+    # stored and not yet begun to answer. The answer must not end in an integrity error.
+    release = asyncio.Event()
+    gen = FakeGenerator(["첫 답", "둘째 답"], block=release)
+    async with service_on(db, gen) as here, service_on(db, FakeGenerator()) as there:
+        first = asyncio.create_task(here.reply(2, 1, "첫 질문"))
+        while not gen.requests:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(here.reply(2, 1, "둘째 질문"))
+        while len(all_turns(db)) < 3:
+            await asyncio.sleep(0.01)
+        assert await there.forget(1, 1) == 5
+        release.set()
+        one, two = await asyncio.gather(first, second)
+    assert one.status == "ok" and two.status == "failed" and two.text == FORGOTTEN_TEXT
+    assert len(gen.requests) == 1  # the forgotten question was not generated
     assert all_turns(db) == [] and rows(db, "SELECT count(*) FROM conversations") == [(0,)]

@@ -112,3 +112,27 @@ def test_an_answer_budget_that_leaves_no_room_for_a_prompt_is_refused(monkeypatc
     check_fits_context(settings, 2048)  # fine for Polyglot…
     with pytest.raises(SettingsError, match=r"too large for this model \(got 1000\).*at most 960"):
         check_fits_context(settings, 1024)  # …not for a model with half the context
+
+
+def test_webhook_settings_are_checked_with_a_fix_for_each_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(env_file=None).require_webhook()
+    problems = error.value.problems
+    assert [p.split()[0] for p in problems] == ["MECHURI_WEBHOOK_URL", "MECHURI_WEBHOOK_SECRET"]
+    assert "secrets.token_urlsafe" in problems[1]
+    with pytest.raises(SettingsError) as error:
+        load_settings(env_file=None, webhook_url="http://bot.example.com/tg", webhook_secret="bad secret!",
+                      webhook_path="/tg/<x>").require_webhook()
+    assert len(error.value.problems) == 3 and "must start with https://" in error.value.problems[0]
+    assert "bad secret!" not in str(error.value)
+    monkeypatch.setenv("MECHURI_WEBHOOK_URL", "https://bot.example.com/hook")
+    monkeypatch.setenv("MECHURI_WEBHOOK_SECRET", "s3cret_-A")
+    monkeypatch.setenv("MECHURI_WEBHOOK_PORT", "8443")
+    config = load_settings(env_file=None).require_webhook()
+    assert (config.url, config.listen, config.port, config.path) == ("https://bot.example.com/hook", "127.0.0.1",
+                                                                      8443, "/hook")  # the path follows the URL
+    assert "s3cret" not in repr(config)
+    # Plain http only towards a local Bot API server.
+    local = load_settings(env_file=None, webhook_url="http://10.0.0.5:8080/tg", webhook_secret="x",
+                          telegram_base_url="http://127.0.0.1:8081/bot")
+    assert local.require_webhook().path == "/tg"

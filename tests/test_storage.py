@@ -1,7 +1,8 @@
-"""The history store on real SQLite files: migrations, WAL, reopening, recovery."""
+"""The history store on real SQLite files and a real PostgreSQL server: migrations, WAL, reopening, recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -9,15 +10,18 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import BACKENDS
 from sqlalchemy import create_engine, inspect
 
-from bot.storage import Base, Store, alembic_config, run_downgrade, run_upgrade
+from bot.storage import Base, QuestionGone, Store, alembic_config, run_downgrade, run_upgrade, sync_url
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"users", "conversations", "turns"}
+TABLES = {"users", "conversations", "turns", "replicas", "user_locks"}
 
 
 def url_of(path: Path) -> str:
@@ -34,21 +38,75 @@ def indexes(path: Path) -> set[str]:
         return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
 
 
-def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    run_upgrade(url_of(db))
-    assert tables(db) == TABLES
-    assert {"ix_conversations_user_chat_open", "uq_conversations_one_open", "ix_turns_conversation_id"} <= indexes(db)
-    run_downgrade(url_of(db), "base")
-    assert tables(db) == set()
-    run_upgrade(url_of(db))
-    assert tables(db) == TABLES
+@pytest.fixture(params=BACKENDS)
+def empty_url(request, tmp_path: Path):
+    """An empty database (no tables), on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield url_of(tmp_path / "m.db")
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    run_upgrade(url_of(db))
-    engine = create_engine(f"sqlite:///{db}")
+def table_names(url: str) -> set[str]:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def revisions() -> list[str]:
+    """Every revision, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def test_every_revision_upgrades_and_downgrades(empty_url: str) -> None:
+    steps = revisions()
+    assert steps[0] == "0001" and "0004" in steps
+    previous = "base"
+    for revision in steps:
+        run_upgrade(empty_url, revision)
+        assert current_revision(empty_url) == revision
+        run_downgrade(empty_url, previous)
+        assert current_revision(empty_url) == (None if previous == "base" else previous)
+        run_upgrade(empty_url, revision)
+        previous = revision
+    assert table_names(empty_url) >= TABLES
+    run_downgrade(empty_url, "base")
+    assert table_names(empty_url) == set()
+
+
+def test_0004_keeps_the_turns_it_finds(empty_url: str) -> None:
+    run_upgrade(empty_url, "0001")
+    engine = create_engine(sync_url(empty_url))
+    with engine.begin() as db:
+        db.exec_driver_sql("INSERT INTO users (id, created_at, last_seen_at) VALUES (5, '2026-01-01', '2026-01-01')")
+        db.exec_driver_sql("INSERT INTO conversations (id, user_id, chat_id, opened_at) VALUES (1, 5, 5, '2026-01-01')")
+        db.exec_driver_sql("INSERT INTO turns (id, conversation_id, role, text, status, attempts, created_at) "
+                           "VALUES (1, 1, 'user', '비 오는 날 뭐 먹지', 'ok', 1, '2026-01-01')")
+    run_upgrade(empty_url, "0004")
+    with engine.connect() as db:
+        assert db.exec_driver_sql("SELECT id, text, replica_id FROM turns").all() == [(1, "비 오는 날 뭐 먹지", None)]
+    engine.dispose()
+
+
+def test_migrations_match_the_models(empty_url: str) -> None:
+    run_upgrade(empty_url)
+    engine = create_engine(sync_url(empty_url))
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
@@ -86,30 +144,28 @@ async def test_store_upgrade_inside_a_running_loop_and_wal(tmp_path: Path) -> No
         assert raw.execute("SELECT count(*) FROM turns").fetchone()[0] == 1
 
 
-async def test_data_survives_reopening_and_times_are_utc(tmp_path: Path) -> None:
-    db = tmp_path / "r.db"
-    async with Store(url_of(db)) as store:
-        await store.upgrade()
+async def test_data_survives_reopening_and_times_are_utc(database) -> None:
+    async with Store(database.url) as store:
         question = await store.add_question(5, 9, "저녁 추천", user_name="하늘")
         answer = await store.start_answer(question, seed=42, params={"temperature": 0.7}, adapter_name="v1",
                                           adapter_version="abc")
         await store.finish_answer(answer.id, status="ok", text="비빔밥", prompt_tokens=10, new_tokens=3)
-    async with Store(url_of(db)) as store:
+    async with Store(database.url) as store:
         await store.upgrade()  # a second upgrade is a no-op
         conversation = await store.open_conversation(5, 9)
         assert conversation is not None
         turns = await store.conversation_turns(conversation.id)
     assert [(t.role, t.text, t.status) for t in turns] == [("user", "저녁 추천", "ok"), ("assistant", "비빔밥", "ok")]
     assert turns[1].seed == 42 and turns[1].params == {"temperature": 0.7} and turns[1].reply_to == turns[0].id
-    # SQLite gives naive datetimes back; they hold UTC.
     created = turns[0].created_at
-    assert created.tzinfo is None
-    assert abs(created.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
+    if database.kind == "sqlite":  # SQLite gives naive datetimes back; they hold UTC
+        assert created.tzinfo is None
+        created = created.replace(tzinfo=UTC)
+    assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
 
 
-async def test_recover_marks_pending_turns_failed(tmp_path: Path) -> None:
-    async with Store(url_of(tmp_path / "p.db")) as store:
-        await store.upgrade()
+async def test_recover_marks_pending_turns_failed(database) -> None:
+    async with Store(database.url) as store:
         question = await store.add_question(1, 1, "야식?")
         await store.start_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
         assert await store.count_turns("pending") == 1
@@ -119,9 +175,8 @@ async def test_recover_marks_pending_turns_failed(tmp_path: Path) -> None:
         assert await store.recover() == 0
 
 
-async def test_one_open_conversation_per_chat_and_user(tmp_path: Path) -> None:
-    async with Store(url_of(tmp_path / "c.db")) as store:
-        await store.upgrade()
+async def test_one_open_conversation_per_chat_and_user(database) -> None:
+    async with Store(database.url) as store:
         a = await store.add_question(1, 1, "a")
         b = await store.add_question(1, 1, "b")
         other_chat = await store.add_question(2, 1, "c")
@@ -130,6 +185,32 @@ async def test_one_open_conversation_per_chat_and_user(tmp_path: Path) -> None:
         assert not await store.close_conversation(1, 1)
         c = await store.add_question(1, 1, "d")
         assert c.conversation_id not in (a.conversation_id, other_chat.conversation_id)
+
+
+async def test_first_questions_from_two_processes_at_once_share_one_conversation(database) -> None:
+    # Two stores stand for two bot processes: both find no user and no open conversation, both try to create them.
+    stores = [Store(database.url) for _ in range(2)]
+    try:
+        for round_ in range(5):
+            user = 100 + round_
+            first, second = await asyncio.gather(*(s.add_question(1, user, f"질문 {i}") for i, s in enumerate(stores)))
+            assert first.conversation_id == second.conversation_id
+    finally:
+        for store in stores:
+            await store.close()
+    assert database.rows("SELECT count(*) FROM conversations") == [(5,)]
+    assert database.rows("SELECT count(*) FROM users") == [(5,)]
+
+
+async def test_an_answer_to_a_deleted_question_says_so(database) -> None:
+    async with Store(database.url) as store:
+        question = await store.add_question(1, 1, "곧 지워질 질문")
+        await store.forget_user(1)
+        with pytest.raises(QuestionGone):
+            await store.begin_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
+        with pytest.raises(QuestionGone):
+            await store.start_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
+    assert database.rows("SELECT count(*) FROM turns") == [(0,)]
 
 
 async def test_closing_twice_is_harmless(tmp_path) -> None:

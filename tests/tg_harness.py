@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from bot_fixtures import fresh_db
+from databases import url_of
 from fake_bot_api import FakeBotAPI, FakeRequest
 from fakes import FakeGenerator
 from telegram import Update
 from telegram.ext import Application
 
-from bot.app import build_application, build_service
+from bot.app import build_application, build_service, membership_for
 from bot.conversation import ConversationService
 from bot.settings import Settings, load_settings
 from bot.storage import Store
@@ -26,9 +27,9 @@ ADMIN = 900
 TOKEN = "123456:TEST-token-never-logged"
 
 
-def bot_settings(tmp_path: Path, db: Path, **overrides: Any) -> Settings:
+def bot_settings(tmp_path: Path, db: Any, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "telegram_bot_token": TOKEN, "database_url": f"sqlite+aiosqlite:///{db}", "admin_ids": [ADMIN],
+        "telegram_bot_token": TOKEN, "database_url": url_of(db), "admin_ids": [ADMIN],
         "user_cooldown_s": 0.0, "adapters_dir": tmp_path / "adapters", "max_new_tokens": 64,
     }
     values.update(overrides)
@@ -43,7 +44,7 @@ class Harness:
     store: Store
     settings: Settings
     generator: Any
-    db: Path
+    db: Any  # a SQLite path, or a test database (tests/databases.py)
 
     async def send(self, update: dict[str, Any]) -> None:
         """Process one update to the end (handlers awaited), as PTB does for one polled update."""
@@ -76,12 +77,17 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what:
 
 @asynccontextmanager
 async def telegram_bot(
-    tmp_path: Path, generator: Any = None, *, db: Path | None = None, latency_s: float = 0.0, **overrides: Any
+    tmp_path: Path, generator: Any = None, *, db: Any = None, latency_s: float = 0.0, replica: bool = False,
+    **overrides: Any
 ) -> AsyncIterator[Harness]:
+    """`replica`: join the database's replicas first, as `mechuri bot` does (on PostgreSQL: shared user locks)."""
     db = db or await asyncio.to_thread(fresh_db, tmp_path)
     settings = bot_settings(tmp_path, db, **overrides)
     generator = generator if generator is not None else FakeGenerator(["김치찌개 어때요? 얼큰하고 든든해요."])
     store = Store(settings.database_url)
+    membership = membership_for(settings, store) if replica else None
+    if membership is not None:
+        await membership.start()
     api = FakeBotAPI()
     service = build_service(settings, store, generator)
     app = build_application(settings, service, request=FakeRequest(api, latency_s=latency_s),
@@ -95,4 +101,6 @@ async def telegram_bot(
             finally:
                 await app.stop()
     finally:
+        if membership is not None:
+            await membership.stop()
         await store.close()
