@@ -28,7 +28,8 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
         load_model, settings.model_base, adapter=path, quantization=settings.quantization, device=device
     )
     check_fits_context(settings, loaded.max_context)
-    return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
+    return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+                     capture=settings.capture_decode)
 
 
 def load_catalog() -> Any | None:

@@ -101,6 +101,7 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(default=8, ge=1)
     max_queue: int = Field(default=64, ge=1)
+    capture_decode: bool | None = None  # CUDA graphs for the decode step; unset: on with CUDA, off on CPU
     user_cooldown_s: float = Field(default=1.0, ge=0.0)
     max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
     stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
         return _parse_ids(value)
 
     @field_validator("telegram_base_url", "telegram_base_file_url", "adapter", "telegram_bot_token", "webhook_url",
-                     "webhook_path", "webhook_secret", "replica_name", mode="before")
+                     "webhook_path", "webhook_secret", "replica_name", "capture_decode", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
