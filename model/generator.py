@@ -232,7 +232,7 @@ class Generator:
             except Exception as exc:  # one broken step must not kill the worker
                 log.exception("generation failed for %d request(s)", len(self._active) + len(newcomers))
                 error = exc if isinstance(exc, ModelError) else ModelError(f"generation failed: {exc!r}")
-                for job in [*(a.job for a in self._active.values()), *newcomers]:
+                for job in {id(j): j for j in [*(a.job for a in self._active.values()), *newcomers]}.values():
                     job.send(error)
                 self._batch = None  # start over with fresh slots
                 self._active.clear()
@@ -301,8 +301,8 @@ class Generator:
             job.send(delta)
         if tracker.stopped:
             self._finish(a, "stop", final_delta_sent=True)
-        elif a.new_tokens >= job.request.max_new_tokens:
-            self._finish(a, "length")
+        elif a.new_tokens >= job.request.max_new_tokens or a.prompt_tokens + a.new_tokens >= self.max_context:
+            self._finish(a, "length")  # the slot's cache ends at the context length
 
     def _free(self, a: _Active) -> None:
         del self._active[a.slot]

@@ -242,3 +242,18 @@ async def test_avoided_dishes_are_not_generated(generator: Generator) -> None:
         req = GenerationRequest(greedy.prompt, seed=seed, max_new_tokens=40, avoid=("김치찌개", "된장찌개"))
         text = (await generator.generate(req)).text
         assert "김치찌개" not in text and "된장찌개" not in text
+
+
+async def test_an_answer_budget_past_the_context_ends_at_the_context(generator: Generator) -> None:
+    """The slot's cache holds the context length: the answer stops there (finish "length"), nothing breaks."""
+    import dataclasses
+
+    short_context = Generator(dataclasses.replace(generator.loaded, max_context=80))
+    try:
+        long = GenerationRequest(prompt("해장 추천"), seed=0, max_new_tokens=500, min_new_tokens=500, stop=())
+        res, after = await asyncio.gather(short_context.generate(long),
+                                          short_context.generate(GenerationRequest(prompt("야식 추천해줘"), seed=1)))
+    finally:
+        await short_context.close()
+    assert res.finish_reason == "length" and res.prompt_tokens + res.new_tokens == 80
+    assert after.text

@@ -103,3 +103,18 @@ def test_request_validation() -> None:
     with pytest.raises(ValueError, match="top_p"):
         GenerationRequest("x", seed=1, top_p=0)
     assert json.dumps(GenerationRequest("x", seed=1).sampling_params())
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "float16"), ((8, 0), "bfloat16"), ((9, 0), "bfloat16")])
+def test_bf16_only_on_gpus_that_have_it(monkeypatch, capability, expected) -> None:
+    """A T4 (7.5) says yes to torch.cuda.is_bf16_supported(), and emulates bf16 several times slower than fp16."""
+    import torch
+
+    from model.loading import default_dtype, native_bf16, quantization_config
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert native_bf16("cuda") == (expected == "bfloat16")
+    assert str(default_dtype("none", "cuda")) == f"torch.{expected}"
+    assert str(quantization_config("4bit", "cuda").bnb_4bit_compute_dtype) == f"torch.{expected}"
+    assert default_dtype("4bit", "cpu") == torch.bfloat16 and default_dtype("none", "cpu") == torch.float32
