@@ -91,12 +91,15 @@ async def main_async(args: argparse.Namespace) -> str:
             draw = random.Random(1)
             gaps = [draw.expovariate(rate) for _ in reqs]
             runs: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
+            tokens = sum(r.max_new_tokens for r in reqs)
             for rep in range(args.reps):
                 for policy in (POLICIES if rep % 2 == 0 else POLICIES[::-1]):
-                    runs[policy].append(await poisson_run(generators[policy], reqs, gaps))
-                    last = runs[policy][-1]
-                    print(f"  rep {rep + 1} {policy}: p50 {last['p50'] * 1000:.0f} ms, p95 {last['p95'] * 1000:.0f} ms,"
-                          f" {last['tps']:.0f} tok/s", flush=True)
+                    run = await poisson_run(generators[policy], reqs, gaps)
+                    # Capacity: the same requests all at once, so the generator is never waiting for arrivals.
+                    run["saturated"] = tokens * await saturated_rate(generators[policy], reqs) / len(reqs)
+                    runs[policy].append(run)
+                    print(f"  rep {rep + 1} {policy}: p50 {run['p50'] * 1000:.0f} ms, p95 {run['p95'] * 1000:.0f} ms,"
+                          f" {run['tps']:.0f} tok/s; all at once {run['saturated']:.0f} tok/s", flush=True)
         finally:
             for generator in generators.values():
                 await generator.close()
@@ -105,18 +108,23 @@ async def main_async(args: argparse.Namespace) -> str:
         return median([r[key] for r in runs[policy]])
 
     rows = [[policy, f"{1000 * med(policy, 'p50'):,.0f} ms", f"{1000 * med(policy, 'p95'):,.0f} ms",
-             f"{med(policy, 'tps'):,.0f}"] for policy in POLICIES]
+             f"{med(policy, 'tps'):,.0f}", f"{med(policy, 'saturated'):,.0f}"] for policy in POLICIES]
     p95_ratio = med("static", "p95") / med("continuous", "p95")
     tps_ratio = med("continuous", "tps") / med("static", "tps")
+    saturated_ratio = med("continuous", "saturated") / med("static", "saturated")
     rows.append(["continuous vs static", f"{med('static', 'p50') / med('continuous', 'p50'):.1f}× lower",
-                 f"**{p95_ratio:.1f}× lower** (target ≥ 5×)", f"**{tps_ratio:.2f}×** (target ≥ 1×)"])
-    table = markdown_table(["admission", "p50 time to first token", "p95 time to first token", "aggregate tok/s"],
-                           rows)
+                 f"**{p95_ratio:.1f}× lower** (target ≥ 5×)", f"**{tps_ratio:.2f}×** (target ≥ 1×)",
+                 f"**{saturated_ratio:.2f}×**"])
+    table = markdown_table(["admission", "p50 time to first token", "p95 time to first token",
+                            "aggregate tok/s (Poisson)", "tok/s, all at once"], rows)
     return (f"`{command_line()}` · {today()} · {cpu_line()} · {versions()}\n\n"
             f"{args.requests} requests, Poisson arrivals at {args.load:.0%} of the generator's saturated capacity "
             f"({capacity:.1f} requests/s = {rate:.1f} arriving per second), answers of {shortest}–{longest} forced "
             f"tokens, max batch {args.max_batch}; medians of {args.reps} runs per policy, alternating. Time to first "
-            "token counts from the request's arrival.\n\n" + table)
+            "token counts from the request's arrival. Aggregate tok/s: every new token over the time from the first "
+            "arrival to the last answer; at 80 % load both policies mostly keep up with the arrivals, so it moves "
+            "with the last answers' timing. \"All at once\": the same 64 requests submitted together, the capacity."
+            "\n\n" + table)
 
 
 def main() -> int:
