@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.korean import with_particle
 from bot.ordering import UserLines
 from bot.settings import GenerationDefaults
 from bot.storage import QuestionGone, Store, Turn
@@ -26,6 +27,7 @@ from model import (
     GeneratorBusy,
     PromptTurn,
     build_prompt,
+    request_check,
 )
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,12 @@ FORGOTTEN_TEXT = "기록을 지우는 사이에 받은 질문이라, 답하지 �
 class Answer:
     turn_id: int  # the stored assistant turn's id (callback data is f"retry:{turn_id}")
     question_turn_id: int
-    text: str  # what the user sees (final, stop text removed)
+    text: str  # what the user sees (final, stop text removed; safety cautions appended)
     seed: int
     status: str  # "ok" | "failed"
     dishes: tuple[str, ...]  # catalog dishes named in the answer
     notice: str | None = None  # e.g. TRUNCATED_NOTICE
+    can_retry: bool = True  # False for a polite refusal: "다른 거" would only refuse again
 
 
 class ConversationBusy(Exception):
@@ -66,7 +69,12 @@ class RetryRefused(Exception):
 
 
 class AdapterRefused(AdapterError):
-    """An adapter name that does not resolve inside the adapters folder."""
+    """An adapter name that does not resolve inside the adapters folder. `str(exc)` is for the log and the operator's
+    terminal (it names the folder); `reason` is one Korean sentence for a chat, without any server path."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def new_seed() -> int:
@@ -76,20 +84,18 @@ def new_seed() -> int:
 def resolve_adapter(root: Path, name: str) -> Path:
     """`name` as a folder inside `root`; refuses absolute paths, `..` and symlinks that lead out of `root`."""
     name = name.strip()
+    shown = f"'{name[:40]}'"
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise AdapterRefused(
-            f"어댑터 이름이 올바르지 않아요: {name!r}. / Invalid adapter name {name!r}: give a folder name inside {root}."
-        )
+        raise AdapterRefused(f"invalid adapter name {name!r}: give a folder name inside {root}",
+                             "어댑터 이름이 올바르지 않아요. 어댑터 폴더 안의 폴더 이름만 적어 주세요.")
     base = root.resolve()
     path = (base / name).resolve()
     if not path.is_relative_to(base):
-        raise AdapterRefused(
-            f"어댑터 폴더 밖을 가리키는 이름이에요: {name!r}. / Adapter {name!r} resolves outside {base}; refused."
-        )
+        raise AdapterRefused(f"adapter {name!r} resolves outside {base}; refused",
+                             f"{with_particle(shown, '은')} 어댑터 폴더 밖을 가리켜서 불러오지 않았어요.")
     if not path.is_dir():
-        raise AdapterRefused(
-            f"어댑터를 찾을 수 없어요: {name!r}. / No adapter folder {name!r} in {base}; train or copy it there first."
-        )
+        raise AdapterRefused(f"no adapter folder {name!r} in {base}: train or copy it there first",
+                             f"{with_particle(shown, '이')} 어댑터 폴더에 없어요. 먼저 학습하거나 복사해 주세요.")
     return path
 
 
@@ -118,6 +124,7 @@ class ConversationService:
         *,
         generation: GenerationDefaults,
         catalog: Any | None = None,
+        safety: Any | None = None,
         max_retries_for_dish: int = 3,
         adapters_dir: Path | str = "adapters",
         max_concurrent: int | None = None,
@@ -129,6 +136,7 @@ class ConversationService:
         self.generator = generator
         self.generation = generation
         self.catalog = catalog
+        self.safety = safety  # model.safety.SafetyNotes, or None
         self.max_retries_for_dish = max_retries_for_dish
         self.adapters_dir = Path(adapters_dir)
         self.max_concurrent = max_concurrent
@@ -139,10 +147,11 @@ class ConversationService:
         self._answered = 0
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Store, generator: Any, catalog: Any | None = None) -> ConversationService:
+    def from_settings(cls, settings: Any, store: Store, generator: Any, catalog: Any | None = None,
+                      safety: Any | None = None) -> ConversationService:
         """The service as configured. The global cap (MECHURI_MAX_CONCURRENT) is the front end's to apply: the bot
         wraps the generator so that generations over the cap wait (bot.app.build_service)."""
-        return cls(store, generator, generation=settings.generation_defaults(), catalog=catalog,
+        return cls(store, generator, generation=settings.generation_defaults(), catalog=catalog, safety=safety,
                    adapters_dir=settings.adapters_dir)
 
     # --- the public calls ---------------------------------------------------------------------------------------
@@ -256,6 +265,20 @@ class ConversationService:
             found.extend(dish.spellings if dish is not None else (name,))
         return tuple(dict.fromkeys(found))
 
+    def _answer_check(self, question: str, unsafe: Sequence[str]) -> Callable[[str], str | None]:
+        """Why an answer's text should be sampled again (bounded, like a turned-down dish), or None to keep it: it
+        names a dish the question's safety note warns about, or only catalog dishes known not to fit the request."""
+        fit = request_check(question, self.catalog)
+
+        def problem(text: str) -> str | None:
+            if unsafe and set(self._dishes_in([text])) & set(unsafe):
+                return "names a dish its safety note warns about"
+            if fit is not None and fit.misses(text):
+                return f"names no dish that fits {list(fit.wishes)}"
+            return None
+
+        return problem
+
     def _adapter(self) -> AdapterInfo:
         try:
             return self.generator.info().adapter
@@ -278,8 +301,10 @@ class ConversationService:
         self, question: Turn, history: list[PromptTurn] | None, excluded: tuple[str, ...],
         on_partial: DeltaCallback | None, retry_of: int | None,
     ) -> Answer:
+        verdict = self.safety.check(question.text) if self.safety is not None else None
+        unsafe = verdict.avoided_dishes(self.catalog) if verdict is not None and self.catalog is not None else ()
         seed = self.seed_source()
-        params = {"seed": seed, "avoid": self._spellings(excluded), **asdict(self.generation)}
+        params = {"seed": seed, "avoid": self._spellings((*excluded, *unsafe)), **asdict(self.generation)}
         adapter = self._adapter()
         stored = {"seed": seed, "params": GenerationRequest(prompt="", **params).sampling_params(),
                   "adapter_name": adapter.name, "adapter_version": adapter.version}
@@ -291,6 +316,12 @@ class ConversationService:
                 pending = await self.store.start_answer(question, **stored)
         except QuestionGone:  # /forget (another chat or replica) deleted the question while it waited
             return Answer(0, question.id, FORGOTTEN_TEXT, seed, "failed", ())
+        if verdict is not None and verdict.refusal:  # a dangerous premise gets a polite refusal, never a menu
+            await self.store.finish_answer(pending.id, status="ok", text=verdict.refusal, seed=seed, attempts=0)
+            log.info("turn %d: refused the premise (%s)", pending.id, ", ".join(n.id for n in verdict.notes))
+            self._answered += 1
+            return Answer(pending.id, question.id, verdict.refusal, seed, "ok", (), can_retry=False)
+        misses = self._answer_check(question.text, unsafe)
         built = build_prompt(
             history, question.text, excluded_dishes=excluded, tokenizer=self.generator.tokenizer,
             budget=self.generator.max_context - self.generation.max_new_tokens,
@@ -301,7 +332,7 @@ class ConversationService:
         attempts = 1
         while True:
             # The last allowed attempt is not watched: it becomes the answer whatever it names.
-            watch = excluded if attempts <= self.max_retries_for_dish else ()
+            watch = (*excluded, *unsafe) if attempts <= self.max_retries_for_dish else ()
             try:
                 text, result = await self._stream(request, partial, watch)
             except GeneratorBusy as exc:
@@ -318,18 +349,21 @@ class ConversationService:
                 await self.store.finish_answer(pending.id, status="failed", error=f"{type(exc).__name__}: {exc}")
                 return Answer(pending.id, question.id, FAILED_TEXT, request.seed, "failed", (), notice)
             dishes = self._dishes_in([text])
-            if result is not None and not set(dishes) & set(excluded):
+            problem = "names a dish to avoid" if result is None or set(dishes) & set(excluded) else misses(text)
+            if problem is None:
                 break
             if attempts > self.max_retries_for_dish:
-                log.warning("turn %d still names a rejected dish after %d samples; kept", pending.id, attempts)
+                log.warning("turn %d still %s after %d samples; kept", pending.id, problem, attempts)
                 break
             attempts += 1
             request = GenerationRequest(**{**asdict(request), "seed": self.seed_source()})
             # The front end's partial text starts over with the new sample.
             await self.store.update_turn(pending.id, seed=request.seed, attempts=attempts)
         if attempts > 1:
-            log.info("turn %d: %d samples to avoid rejected dishes %s", pending.id, attempts, list(excluded))
+            log.info("turn %d: %d samples (turned down %s)", pending.id, attempts, list(excluded))
         final = text.strip()
+        if final and verdict is not None and verdict.cautions:
+            final = "\n\n".join([final, *verdict.cautions])  # stored as shown: the caution is part of the answer
         values: dict[str, Any] = {"seed": request.seed, "attempts": attempts}
         if result is not None:
             values.update(

@@ -27,10 +27,12 @@ from telegram.ext import (
 )
 
 from bot.conversation import Answer, ConversationBusy, ConversationService, DeltaCallback, RetryRefused
+from bot.korean import with_particle
 from bot.settings import Settings
 from bot.telegram_gate import Ticket, UserGate, UserGateRefused
 from bot.telegram_io import SafeSender
 from bot.telegram_stream import AnswerStream, typing
+from model import AdapterError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ FORGET_CANCELLED = "취소했어요. 기록은 그대로 있어요."
 NOT_YOURS = "본인만 누를 수 있는 버튼이에요."
 BAD_BUTTON = "이 버튼은 처리할 수 없어요. 새로 질문해 주세요."
 SORRY = "앗, 문제가 생겼어요. 잠시 후 다시 시도해 주세요."
+RELOAD_BROKEN = "어댑터 폴더가 비어 있거나 손상됐거나, 이 모델용이 아니에요. 자세한 내용은 서버 로그에 남겼어요."
+RELOAD_ERROR = "불러오는 중에 예상하지 못한 문제가 생겼어요. 자세한 내용은 서버 로그에 남겼어요."
 RETRY_LABEL = "🔄 다른 거"
 RETRY_DATA = re.compile(r"retry:([1-9][0-9]{0,17})")
 FORGET_DATA = re.compile(r"forget:(yes|no):([1-9][0-9]{0,19})")
@@ -180,29 +184,33 @@ class Handlers:
         if not name:
             await self._reply(message, "불러올 어댑터 이름을 적어 주세요: /reload <이름> (MECHURI_ADAPTERS_DIR 안의 폴더)")
             return
-        await self._reply(message, f"어댑터 '{name}'을(를) 불러오는 중이에요…")
+        await self._reply(message, f"어댑터 {with_particle(_quoted(name), '을')} 불러오는 중이에요…")
         # Loading takes seconds; the bot keeps answering meanwhile and reports when it is done.
         context.application.create_task(self._reload_and_report(message, name), update=update)
 
     async def _reload_and_report(self, message: Message, name: str) -> None:
-        before = self._adapter_label()
+        before, version = self._adapter_label()
         started = time.monotonic()
         try:
             info = await self.service.reload_adapter(name)
         except Exception as exc:  # the admin is told why, whatever it was; the old adapter keeps serving
-            log.warning("adapter reload of %r failed: %s", name, exc)
-            await self._reply(message, f"어댑터 '{name}'을(를) 불러오지 못했어요. 지금 쓰던 {before}을(를) 계속 써요.\n이유: {exc}")
+            log.warning("adapter reload of %r failed: %s", name, exc)  # the log keeps the paths and details
+            reason = getattr(exc, "reason", None) or (RELOAD_BROKEN if isinstance(exc, AdapterError) else RELOAD_ERROR)
+            kept = f"지금 쓰던 {with_particle(before, '을')} 계속 써요" + (f" (버전 {version})." if version else ".")
+            await self._reply(message, f"어댑터 {with_particle(_quoted(name), '을')} 불러오지 못했어요. {kept}\n"
+                                       f"이유: {reason}")
             return
         await self._reply(
             message, f"어댑터 '{info.name}' 준비 완료 ✅ 불러오는 데 {time.monotonic() - started:.2f}초 (버전 {info.version})"
         )
 
-    def _adapter_label(self) -> str:
+    def _adapter_label(self) -> tuple[str, str | None]:
+        """What serves now, for a sentence: ("'v2'", version) or ("기본 모델", None)."""
         try:
             adapter = self.service.status().get("generator", {}).get("adapter") or {}
         except Exception:
-            return "이전 어댑터"
-        return f"'{adapter['name']}' (버전 {adapter.get('version')})" if adapter.get("name") else "기본 모델"
+            return "이전 어댑터", None
+        return (f"'{adapter['name']}'", adapter.get("version")) if adapter.get("name") else ("기본 모델", None)
 
     async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.settings.is_admin(update.effective_user.id):
@@ -270,7 +278,8 @@ class Handlers:
             raise
         await ticket.wait_previous()
         text = f"{answer.notice}\n\n{answer.text}" if answer.notice else answer.text
-        await stream.finish(text, retry_keyboard(answer.turn_id) if answer.status == "ok" else None)
+        keyboard = retry_keyboard(answer.turn_id) if answer.status == "ok" and answer.can_retry else None
+        await stream.finish(text, keyboard)
         return answer
 
     # --- callbacks ------------------------------------------------------------------------------------------------
@@ -333,6 +342,10 @@ class Handlers:
     async def _reply(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         reply_to = message.message_id if message.chat.type in GROUP_TYPES else None
         await self._sender().send_text(message.chat.id, text, reply_markup=markup, reply_to=reply_to)
+
+
+def _quoted(name: str) -> str:
+    return f"'{name[:40]}'"
 
 
 def format_status(status: dict[str, Any], waiting_messages: int) -> str:

@@ -26,6 +26,11 @@ _EXPORTS: dict[str, str] = {
     "GeneratorClosed": "model.types",
     "Dish": "model.dishes",
     "DishCatalog": "model.dishes",
+    "request_check": "model.fit",
+    "wishes_in": "model.fit",
+    "SafetyNotes": "model.safety",
+    "SafetyNotesError": "model.safety",
+    "warm_up_morphology": "model.morph",
     # torch
     "DemoRecipe": "model.demo",
     "QUICK_RECIPE": "model.demo",
@@ -43,9 +48,12 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from model.demo import QUICK_RECIPE, DemoRecipe, build_demo_model, demo_dir
     from model.dishes import Dish, DishCatalog
+    from model.fit import request_check, wishes_in
     from model.generator import GenerationStream, Generator
     from model.loading import LoadedModel, load_model, load_tokenizer
+    from model.morph import warm_up_morphology
     from model.prompt import BuiltPrompt, PromptTurn, build_prompt, neutralise
+    from model.safety import SafetyNotes, SafetyNotesError
     from model.types import (
         AdapterError,
         AdapterInfo,

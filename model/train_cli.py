@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare = ev.add_mutually_exclusive_group()
     compare.add_argument("--compare-adapter", default=None, metavar="B", help="a second adapter, side by side")
     compare.add_argument("--compare-base", action="store_true", help="the bare base, side by side")
+    compare.add_argument("--compare-model", default=None, metavar="BASE_B",
+                         help="a second base model (e.g. an older demo model), side by side")
+    ev.add_argument("--retry", action="store_true",
+                    help="also a '다른 거' answer per question (the first answer's dishes turned down), counted apart")
+    ev.add_argument("--corpus", nargs="+", default=None, metavar="FILE",
+                    help="training files (JSONL or text) for the 'only training words' column (default: the "
+                         "model's own training_words.txt, which the demo model has)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
     ev.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write all numbers and answers here")
     ev.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="none")
@@ -109,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         compare_base=args.compare_base, limit=args.limit, quantization=args.quantization, device=args.device,
         seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, batch_size=args.batch_size, max_length=args.max_length,
-        json_out=args.json_out,
+        json_out=args.json_out, compare_model=args.compare_model, retry=args.retry, corpus=args.corpus,
     )
     try:
         reports, data = run_eval(config)

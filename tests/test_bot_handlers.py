@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -158,11 +159,14 @@ async def test_reload_by_admin_swaps_the_adapter_and_a_broken_one_leaves_the_old
         report = await _reload(h, ADMIN, "spicy")
         assert "spicy" in report and "준비 완료" in report and "초" in report
         report = await _reload(h, ADMIN, "broken")
-        assert "불러오지 못했어요" in report and "'spicy'" in report and "adapter_config.json" in report
+        # One language, the particle fits the name, and no server path or English detail (the log keeps those).
+        assert report.startswith("어댑터 'broken'을 불러오지 못했어요. 지금 쓰던 'spicy'를 계속 써요 (버전 "), report
+        assert "(를)" not in report and "adapter_config" not in report and str(tmp_path) not in report
         assert h.generator.adapter.name == "spicy"
-        for escape in ("../x", "/etc", "escape"):
+        for escape in ("../x", "/etc", "escape", "missing"):
             report = await _reload(h, ADMIN, escape)
-            assert "불러오지 못했어요" in report, escape
+            assert "불러오지 못했어요" in report and "이유: " in report, escape
+            assert str(tmp_path) not in report and not re.search(r"[A-Za-z]{4,}", report.replace(escape, "").replace("spicy", "")), report
         assert h.generator.adapter.name == "spicy"
         assert await _reload(h, 11, "spicy") == ADMIN_ONLY
         assert "/reload <이름>" in await _reload(h, ADMIN, "")
