@@ -27,7 +27,7 @@ from bot.database import database_problem
 from bot.handlers import Handlers
 from bot.redaction import redact_secrets_in_logs, redact_token_in_logs  # noqa: F401 (re-exported)
 from bot.replicas import Membership
-from bot.runtime import load_catalog, start_generator
+from bot.runtime import load_catalog, load_safety, start_generator
 from bot.settings import Settings, SettingsError
 from bot.storage import RecoveredTurn, Store, utcnow
 from bot.telegram_gate import CappedGenerator
@@ -48,9 +48,11 @@ INTERRUPTED_NOTICE = "“{question}”에 답하다가 멈췄어요 🙏 다시 
 NOTICE_MAX_AGE_S = 3600  # an answer interrupted longer ago than this is not worth a message
 
 
-def build_service(settings: Settings, store: Store, generator: Any, catalog: Any | None = None) -> ConversationService:
+def build_service(settings: Settings, store: Store, generator: Any, catalog: Any | None = None,
+                  safety: Any | None = None) -> ConversationService:
     """The conversation service as the bot runs it: generations beyond the global cap wait instead of failing."""
-    return ConversationService.from_settings(settings, store, CappedGenerator(generator, settings.max_concurrent), catalog)
+    capped = CappedGenerator(generator, settings.max_concurrent)
+    return ConversationService.from_settings(settings, store, capped, catalog, safety)
 
 
 def build_application(
@@ -136,7 +138,7 @@ async def serve(
         recovered = await membership.start()
         log.info("loading the model %s (%s)…", settings.model_base, settings.quantization)
         generator = await make_generator(settings)
-        service = build_service(settings, store, generator, load_catalog())
+        service = build_service(settings, store, generator, load_catalog(), await load_safety())
         app = build_application(settings, service, webhook=webhook)
         async with app:  # initialize (getMe) … shutdown
             if app.post_init:

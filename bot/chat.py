@@ -1,7 +1,9 @@
 """`mechuri chat`: the terminal front end, over the same ConversationService as the Telegram bot.
 
-Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer, `/reset` starts a new conversation,
-`/forget` deletes everything stored for this user, `/quit` ends. Answers go to stdout after the marker "메추리> ":
+Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer; the commands are the Telegram bot's:
+`/help`, `/reset` (a new conversation), `/forget` (deletes everything stored for this user after a y/N question, read
+from the next line), `/status` and `/reload NAME` (admin commands in Telegram; the terminal's user is the operator, so
+they work here), `/quit`. Any other line that starts with "/" gets the help hint and never reaches the model. Answers go to stdout after the marker "메추리> ":
 streamed as they are generated in a terminal, one line per answer when piped, so the command is scriptable:
 
     printf '매운 요리 추천해줘\\n다른 거\\n' | mechuri chat --model DIR --database-url sqlite+aiosqlite:///x.db
@@ -19,9 +21,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused
-from bot.runtime import load_catalog, start_generator
+from bot.korean import with_particle
+from bot.runtime import load_catalog, load_safety, start_generator
 from bot.settings import Settings
 from bot.storage import Store
+from model import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,25 @@ LOCAL_CHAT_ID = 0  # the terminal is one private chat of one local user
 LOCAL_USER_ID = 0
 RETRY_WORDS = {"다른 거", "다른거", "/retry"}
 QUIT_WORDS = {"/quit", "/exit", "/q"}
+YES_WORDS = {"y", "yes", "네", "예", "응", "ㅇ", "ㅇㅇ"}
 HELP = (
-    "메시지를 입력하면 메뉴를 추천해 드려요. '다른 거' 또는 /retry: 다른 메뉴, /reset: 새 대화, "
-    "/forget: 내 기록 모두 지우기, /quit: 끝내기"
+    "먹고 싶은 분위기를 말하면 메뉴를 골라 드려요. 한 줄에 메시지 하나예요.\n"
+    "  다른 거 (또는 /retry)  방금 추천 말고 다른 메뉴\n"
+    "  /reset   새 대화 시작 (이전 이야기는 참고하지 않아요)\n"
+    "  /forget  저장된 내 기록 모두 지우기 (y/N로 한 번 더 물어봐요)\n"
+    "  /status  모델과 어댑터 상태 (이 터미널에서 바로 볼 수 있어요)\n"
+    "  /reload 이름  어댑터 폴더의 어댑터로 바꾸기 (이 터미널에서 바로 돼요)\n"
+    "  /help    이 도움말   /quit  끝내기"
 )
+HELP_HINT = "그 명령은 몰라요. 쓸 수 있는 명령은 /help 에서 볼 수 있어요."
 BUSY_TEXT = "지금은 요청이 많아요. 잠시 후 다시 시도해 주세요."
 NOTHING_TO_RETRY = "아직 다시 고를 답변이 없어요. 먼저 질문해 주세요."
+NO_RETRY_HERE = "이 답변은 다시 고를 수 없어요. 새로 질문해 주세요."
+RESET_DONE = "새 대화를 시작할게요. 무엇이 드시고 싶으세요?"
+FORGET_ASK = "지금까지 저장된 내 대화 기록을 모두 지울까요? 지우면 되돌릴 수 없어요. [y/N]"
+FORGET_CANCELLED = "취소했어요. 기록은 그대로 있어요."
+RELOAD_USAGE = "불러올 어댑터 이름을 적어 주세요: /reload 이름 (어댑터 폴더 안의 폴더)"
+RELOAD_BROKEN = "어댑터 폴더가 비어 있거나 손상됐거나, 이 모델용이 아니에요. 자세한 내용은 로그에 남겼어요."
 
 
 class _Printer:
@@ -86,11 +103,9 @@ async def run_chat(
     stream: bool = False,
 ) -> int:
     """Talk until the lines run out or `/quit`. The hook for other front ends (e.g. a scripted demo)."""
-    lines: Iterator[str] = iter(lines_in)
-    last: Answer | None = None
+    session = _Session(service, iter(lines_in), out, chat_id, user_id, stream)
     while True:
-        # Reading stdin blocks; a thread keeps the event loop (and the generator's callbacks) free meanwhile.
-        raw = await asyncio.to_thread(next, lines, None)
+        raw = await session.read()
         if raw is None:
             return 0
         text = raw.strip()
@@ -98,39 +113,98 @@ async def run_chat(
             continue
         if text in QUIT_WORDS:
             return 0
-        if text in ("/help", "/start"):
-            say(out, HELP)
-            continue
-        if text == "/reset":
-            await service.reset(chat_id, user_id)
-            last = None
-            say(out, "새 대화를 시작할게요. 무엇이 드시고 싶으세요?")
-            continue
-        if text == "/forget":
-            deleted = await service.forget(chat_id, user_id)
-            last = None
-            say(out, f"저장된 기록을 모두 지웠어요 ({deleted}개).")
-            continue
-        printer = _Printer(out)
-        on_partial = printer.partial if stream else None
+        if text in RETRY_WORDS:
+            await session.retry()
+        elif text.startswith("/") and len(text) > 1 and not text[1].isspace():
+            await session.command(text)  # never sent to the model, known or not
+        else:
+            await session.ask(raw.rstrip("\n"))
+
+
+class _Session:
+    """One terminal conversation: the latest answer (for "다른 거") and the commands, as the Telegram bot has them."""
+
+    def __init__(self, service: ConversationService, lines: Iterator[str], out: TextIO, chat_id: int, user_id: int,
+                 stream: bool) -> None:
+        self.service, self.lines, self.out = service, lines, out
+        self.chat_id, self.user_id, self.stream = chat_id, user_id, stream
+        self.last: Answer | None = None
+
+    async def read(self) -> str | None:
+        # Reading stdin blocks; a thread keeps the event loop (and the generator's callbacks) free meanwhile.
+        return await asyncio.to_thread(next, self.lines, None)
+
+    async def ask(self, text: str) -> None:
+        await self._run(lambda on_partial: self.service.reply(self.chat_id, self.user_id, text, on_partial=on_partial))
+
+    async def retry(self) -> None:
+        if self.last is None or self.last.status != "ok":
+            say(self.out, NOTHING_TO_RETRY)
+            return
+        if not self.last.can_retry:
+            say(self.out, NO_RETRY_HERE)
+            return
+        turn_id = self.last.turn_id
+        await self._run(lambda on_partial: self.service.retry(self.chat_id, self.user_id, turn_id,
+                                                              on_partial=on_partial))
+
+    async def _run(self, call: Any) -> None:
+        printer = _Printer(self.out)
         try:
-            if text in RETRY_WORDS:
-                if last is None or last.status != "ok":
-                    say(out, NOTHING_TO_RETRY)
-                    continue
-                answer = await service.retry(chat_id, user_id, last.turn_id, on_partial=on_partial)
-            else:
-                answer = await service.reply(chat_id, user_id, raw.rstrip("\n"), on_partial=on_partial)
+            answer = await call(printer.partial if self.stream else None)
         except RetryRefused as refused:
-            say(out, refused.reason)
-            continue
+            say(self.out, refused.reason)
+            return
         except ConversationBusy:
-            say(out, BUSY_TEXT)
-            continue
+            say(self.out, BUSY_TEXT)
+            return
         printer.final(answer)
-        last = answer
+        self.last = answer
         log.debug("turn %d (question %d): seed %d, %s", answer.turn_id, answer.question_turn_id, answer.seed,
                   answer.status)
+
+    async def command(self, text: str) -> None:
+        name, _, arg = text.partition(" ")
+        if name in ("/help", "/start"):
+            say(self.out, HELP)
+        elif name == "/reset":
+            await self.service.reset(self.chat_id, self.user_id)
+            self.last = None
+            say(self.out, RESET_DONE)
+        elif name == "/forget":
+            await self.forget()
+        elif name == "/status":
+            from bot.handlers import format_status  # pure formatting; shared with the bot's /status
+
+            say(self.out, format_status(self.service.status(), 0))
+        elif name == "/reload":
+            await self.reload(arg.strip())
+        else:
+            say(self.out, HELP_HINT)
+
+    async def forget(self) -> None:
+        say(self.out, FORGET_ASK)
+        answer = await self.read()
+        if answer is None or answer.strip().lower() not in YES_WORDS:
+            say(self.out, FORGET_CANCELLED)
+            return
+        deleted = await self.service.forget(self.chat_id, self.user_id)
+        self.last = None
+        say(self.out, f"저장된 기록 {deleted}개를 모두 지웠어요. 언제든 다시 물어보세요.")
+
+    async def reload(self, name: str) -> None:
+        if not name:
+            say(self.out, RELOAD_USAGE)
+            return
+        quoted = f"'{name[:40]}'"
+        try:
+            info = await self.service.reload_adapter(name)
+        except ModelError as exc:  # the log keeps the paths; the chat gets one Korean sentence
+            log.warning("adapter reload of %r failed: %s", name, exc)
+            say(self.out, f"어댑터 {with_particle(quoted, '을')} 불러오지 못했어요. 지금 쓰던 모델을 계속 써요.\n"
+                          f"이유: {getattr(exc, 'reason', None) or RELOAD_BROKEN}")
+            return
+        say(self.out, f"어댑터 '{info.name}' 준비 완료 ✅ (버전 {info.version})")
 
 
 def stdin_lines(prompt: str | None) -> Iterator[str]:
@@ -161,12 +235,13 @@ async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
         await store.upgrade()
         await store.recover()
         generator = await load_generator(settings, args)
-        service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog())
+        service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog(),
+                                                    safety=await load_safety())
         if getattr(args, "seed", None) is not None:
             service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         if interactive:
-            print(f"메추리 ({settings.model_base}). {HELP}", file=sys.stderr)
+            print(f"메추리 ({settings.model_base})\n{HELP}", file=sys.stderr)
         return await run_chat(
             service, stdin_lines(YOU if interactive else None), sys.stdout,
             chat_id=args.chat_id, user_id=args.user_id, stream=interactive,

@@ -28,8 +28,9 @@ _OPTIONAL = re.compile(r"^\((\w+)\)(\w+)$")
 # What is read at the end of a word that does not end in Hangul: (has a final consonant, that consonant is ㄹ).
 _DIGITS = {"0": (True, False), "1": (True, True), "2": (False, False), "3": (True, False), "4": (False, False),
            "5": (False, False), "6": (True, False), "7": (True, True), "8": (True, True), "9": (False, False)}
-# English letter names as said in Korean: 엘, 엠, 엔, 알 end in a consonant; 에이, 비, 씨 … do not.
+# English letter names as said in Korean (acronyms: GPU, URL): 엘, 엠, 엔, 알 end in a consonant; 에이, 비, 씨 … do not.
 _LETTERS = {"l": (True, True), "m": (True, False), "n": (True, False), "r": (True, True)}
+_VOWELS = "aeiou"
 _TRAILING = " \t\n'\"’”)]}>」』›».,!?…·"
 
 
@@ -49,8 +50,29 @@ def _final(word: str) -> tuple[bool, bool] | None:
             return True, False
         return _DIGITS[last]
     if last.isascii() and last.isalpha():
-        return _LETTERS.get(last.lower(), (False, False))
+        return _latin_final(text)
     return None
+
+
+def _latin_final(text: str) -> tuple[bool, bool]:
+    """The last sound of a Latin-letter word as Koreans say it: acronyms by letter names, words by the usual loanword
+    spelling (missing 미싱, model 모델, apple 애플, bot 봇, chat 챗; spicy 스파이시, test 테스트, adapter 어댑터)."""
+    word = ""
+    for ch in reversed(text):
+        if not (ch.isascii() and ch.isalpha()):
+            break
+        word = ch + word
+    if word.isupper() or len(word) == 1:
+        return _LETTERS.get(word[-1].lower(), (False, False))
+    word = word.lower()
+    if word.endswith(("ng", "m", "n")):
+        return True, False
+    if word.endswith(("l", "le")):
+        return True, True
+    # a short closed syllable keeps its stop as a final consonant: bot 봇, chat 챗, tip 팁, book 북
+    if len(word) >= 3 and word[-1] in "ptk" and word[-2] in _VOWELS and word[-3] not in _VOWELS + "y":
+        return True, False
+    return False, False
 
 
 def particle(word: str, given: str) -> str:

@@ -1,4 +1,5 @@
-"""What every front end loads at start: the generator on the configured model, and the dish catalog."""
+"""What every front end loads at start: the generator on the configured model, the dish catalog and the safety
+notes."""
 
 from __future__ import annotations
 
@@ -39,4 +40,16 @@ def load_catalog() -> Any | None:
         return DishCatalog.load()
     except (ImportError, AttributeError, OSError, ValueError) as exc:
         log.warning("dish catalog unavailable (%s): '다른 거' will not steer away from turned-down dishes", exc)
+        return None
+
+
+async def load_safety() -> Any | None:
+    """The food-safety notes, with Kiwi started off the event loop (about 1.3 s) so the first question does not wait."""
+    try:
+        from model import SafetyNotes, warm_up_morphology
+
+        await asyncio.to_thread(warm_up_morphology)
+        return await asyncio.to_thread(SafetyNotes.load)
+    except (ImportError, AttributeError, OSError, ValueError) as exc:
+        log.warning("safety notes unavailable (%s): answers will carry no food-safety cautions", exc)
         return None

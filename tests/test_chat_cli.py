@@ -14,7 +14,18 @@ import pytest
 from bot_fixtures import all_turns, fresh_db, service_on
 from fakes import FakeCatalog, FakeGenerator
 
-from bot.chat import BUSY_TEXT, MARKER, NOTHING_TO_RETRY, run_chat
+from bot.chat import (
+    BUSY_TEXT,
+    FORGET_ASK,
+    FORGET_CANCELLED,
+    HELP,
+    HELP_HINT,
+    MARKER,
+    NO_RETRY_HERE,
+    NOTHING_TO_RETRY,
+    RELOAD_USAGE,
+    run_chat,
+)
 
 TESTS = Path(__file__).resolve().parent
 MECHURI = Path(sys.executable).with_name("mechuri")
@@ -31,7 +42,7 @@ def db(tmp_path: Path) -> Path:
 
 async def test_run_chat_script(db: Path) -> None:
     gen = FakeGenerator(["짬뽕 어때요?", "짬뽕 또?", "탕수육 어때요?", "냉면 어때요?"])
-    lines = ["다른 거", "중식 추천해줘", "", "다른 거", "/reset", "여름 메뉴", "/forget", "/retry", "/quit", "안 읽힘"]
+    lines = ["다른 거", "중식 추천해줘", "", "다른 거", "/reset", "여름 메뉴", "/forget", "y", "/retry", "/quit", "안 읽힘"]
     out = io.StringIO()
     async with service_on(db, gen, catalog=FakeCatalog(["짬뽕", "탕수육", "냉면"])) as service:
         assert await run_chat(service, lines, out) == 0
@@ -39,8 +50,8 @@ async def test_run_chat_script(db: Path) -> None:
     assert said[0] == NOTHING_TO_RETRY
     assert said[1:3] == ["짬뽕 어때요?", "탕수육 어때요?"]  # the resample dropped "짬뽕 또?"
     assert said[3].startswith("새 대화") and said[4] == "냉면 어때요?"
-    assert said[5].startswith("저장된 기록을 모두 지웠어요") and said[6] == NOTHING_TO_RETRY
-    assert len(said) == 7 and len(gen.requests) == 4
+    assert said[5] == FORGET_ASK and said[6].endswith("개를 모두 지웠어요. 언제든 다시 물어보세요.") and said[7] == NOTHING_TO_RETRY
+    assert len(said) == 8 and len(gen.requests) == 4
     assert all_turns(db) == []  # /forget really deleted
 
 
@@ -54,6 +65,47 @@ async def test_run_chat_streams_and_reports_refusals(db: Path) -> None:
         await run_chat(service, ["점심은?"], out)
     assert out.getvalue().startswith(MARKER + "김치찌개에 계란말이 어때요?\n")
     assert answers_in(out.getvalue())[-1] == BUSY_TEXT
+
+
+async def test_commands_behave_like_the_bot(db: Path, tmp_path: Path) -> None:
+    """/help, /status, /reload and /forget (with its y/N question) work; unknown commands never reach the model."""
+    (tmp_path / "adapters" / "spicy").mkdir(parents=True)
+    gen = FakeGenerator(["짬뽕 어때요?"])
+    lines = ["/help", "/menu", "/reload", "/reload ../etc", "/reload missing", "/reload spicy", "/status",
+             "/Help", "/forget", "n", "중식 추천해줘", "/forget", "아니요", "/forget"]
+    out = io.StringIO()
+    async with service_on(db, gen, adapters_dir=tmp_path / "adapters") as service:
+        assert await run_chat(service, lines, out) == 0
+    text = out.getvalue()
+    said = answers_in(text)
+    assert text.startswith(MARKER + HELP + "\n") and said[1] == HELP_HINT and said[2] == RELOAD_USAGE
+    assert said[3].startswith("어댑터 '../etc'를 불러오지 못했어요.") and "이유: 어댑터 이름이 올바르지 않아요" in text
+    assert said[4].startswith("어댑터 'missing'을 불러오지 못했어요.") and str(tmp_path) not in text
+    assert said[5].startswith("어댑터 'spicy' 준비 완료") and gen.adapter.name == "spicy"
+    assert said[6] == "📊 메추리 상태" and "어댑터: spicy" in text and "모델: fake" in text
+    assert said[7] == HELP_HINT  # commands are case-sensitive, as in Telegram
+    assert said[8:10] == [FORGET_ASK, FORGET_CANCELLED] and said[10] == "짬뽕 어때요?"
+    assert said[11:13] == [FORGET_ASK, FORGET_CANCELLED]  # anything but y/yes/네 keeps the history
+    assert said[13:] == [FORGET_ASK, FORGET_CANCELLED]  # the input ended: nothing is deleted
+    assert len(gen.requests) == 1 and len(all_turns(db)) == 2  # only the one question reached the model
+
+
+async def test_a_refused_premise_and_a_caution(db: Path) -> None:
+    """A dangerous premise gets a polite refusal without a generation and cannot be retried; a hazard gets a caution."""
+    from model.dishes import DishCatalog
+    from model.safety import SafetyNotes
+
+    gen = FakeGenerator(["호박죽 어때요?"])
+    out = io.StringIO()
+    lines = ["술 마시고 운전해도 되는 안주 추천", "다른 거", "아기 이유식으로 꿀 넣은 죽 추천해줘"]
+    async with service_on(db, gen, catalog=DishCatalog.load(), safety=SafetyNotes.load()) as service:
+        await run_chat(service, lines, out)
+    said = answers_in(out.getvalue())
+    assert said[0].startswith("술을 마신 뒤에 운전하는 건 한 잔이라도 안 돼요.") and said[1] == NO_RETRY_HERE
+    assert said[2] == "호박죽 어때요?" and "꿀을 먹이면 안 돼요" in out.getvalue()
+    assert len(gen.requests) == 1
+    stored = [(role, status) for _, role, _, status, _, _ in all_turns(db)]
+    assert stored == [("user", "ok"), ("assistant", "ok")] * 2  # the refusal is stored like any answer
 
 
 def run_cli(args: list[str], stdin: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
@@ -84,10 +136,10 @@ def test_mechuri_chat_with_piped_stdin_on_a_fake(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     done = subprocess.run(
         [sys.executable, str(script), "chat", "--database-url", f"sqlite+aiosqlite:///{db}", "--user-id", "42"],
-        input="중식 추천해줘\n다른 거\n", capture_output=True, text=True, timeout=60,
+        input="중식 추천해줘\n다른 거\n/reload\n/forget\nN\n", capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert answers_in(done.stdout) == ["짬뽕 어때요?", "짜장면 어때요?"]
+    assert answers_in(done.stdout) == ["짬뽕 어때요?", "짜장면 어때요?", RELOAD_USAGE, FORGET_ASK, FORGET_CANCELLED]
     with sqlite3.connect(db) as raw:
         assert raw.execute("SELECT DISTINCT user_id FROM conversations").fetchall() == [(42,)]
 

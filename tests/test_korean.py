@@ -37,6 +37,11 @@ def test_same_choice_as_kiwi_join_on_every_catalog_dish(kiwi) -> None:
     ("10", "가", "10이"),  # 십
     ("2000", "는", "2000은"),  # 천
     ("URL", "으로", "URL로"),  # 엘: ㄹ takes 로
+    ("'missing'", "을", "'missing'을"),  # 미싱
+    ("'model'", "으로", "'model'로"),  # 모델
+    ("'bot'", "이", "'bot'이"),  # 봇
+    ("'test'", "을", "'test'를"),  # 테스트
+    ("'adapter'", "가", "'adapter'가"),  # 어댑터
     ("GPU", "이", "GPU가"),
     ("김치찌개", "이에요", "김치찌개예요"),
     ("된장국", "예요", "된장국이에요"),
