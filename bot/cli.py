@@ -61,8 +61,13 @@ def _prepare_demo(args: argparse.Namespace) -> None:
         data_dir = Path(user_data_dir("mechuri"))
         data_dir.mkdir(parents=True, exist_ok=True)
         args.database_url = f"sqlite+aiosqlite:///{data_dir / 'demo.db'}"
-    # The demo model has a 512-token context and short answers.
+    # The demo model has a 512-token context and short answers, and samples best a little cooler than KoAlpaca.
     args.max_new_tokens = args.max_new_tokens or 96
+    from model.demo import DEMO_SAMPLING
+
+    for key, value in DEMO_SAMPLING.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     print(DEMO_BANNER, file=sys.stderr)
     print(f"(history: {mask_url(args.database_url)})", file=sys.stderr)
 

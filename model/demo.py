@@ -4,10 +4,16 @@ A newcomer has no GPU, no KoAlpaca weights and maybe no model hub. This builds, 
 model that answers in the bot's voice, and caches it under the user's cache folder. It is rebuilt only when the data or
 the recipe changes: the cache key is a hash of both.
 
-Besides the Alpaca rows themselves it trains on two kinds of rows made from them:
+Besides the Alpaca rows themselves it trains on three kinds of rows made from them and from the dish catalog:
+- rows made from the catalog's tags (model/demo_rows.py): a question that asks for something the catalog can check
+  (매운, 해장, 채식, …) and an answer that names a dish that fits it, so the model learns what a question asks for;
 - "다른 거" rows: the same question, the dishes of one answer as turned down (in the exact words the bot's prompt uses),
-  and another answer of the same situation as the target, so that a retry learns to move to a different dish;
+  and another answer to a question with the same wishes (model/fit.py) as the target, so a retry moves to a different
+  dish and stays on the topic;
 - two-turn conversations, so the history that the bot puts in front of a question is not new to the model.
+
+The build also writes `training_words.txt`, the words of everything it trained on, for `mechuri eval`'s word-salad
+column. DEMO_SAMPLING holds the sampling settings `mechuri chat --demo` uses for this small model.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from model.prompt import END_OF_TEXT, PromptTurn, build_prompt, format_example
 
@@ -29,7 +35,14 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_FILES = (REPO_ROOT / "data" / "mechuri_starter.jsonl", REPO_ROOT / "dataset_builder" / "seed_tasks.jsonl")
-RECIPE_VERSION = 4  # bump when the code below changes what gets built
+# What else decides the training rows: the catalog, and the code that writes rows from its tags and reads wishes.
+KEY_FILES = (REPO_ROOT / "data" / "dishes.csv", *(Path(__file__).with_name(n) for n in ("demo_rows.py", "fit.py",
+                                                                                          "morph.py")))
+RECIPE_VERSION = 5  # bump when the code below changes what gets built
+# A small model trained from scratch wanders at KoAlpaca's 0.7 / 0.9: sample it more conservatively. Not part of the
+# recipe (changing these does not rebuild the model); measured in docs/benchmarks.md ("Demo model: answers a reader
+# can trust").
+DEMO_SAMPLING = {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.1}
 
 
 @dataclass(frozen=True)
@@ -50,13 +63,15 @@ class DemoRecipe:
     weight_decay: float = 0.05
     retry_rows_per_row: int = 1
     conversation_rows: int = 300
+    tag_rows_per_wish: int = 50  # first answers per wish, from the catalog's tags
+    tag_retry_rows_per_wish: int = 25  # "다른 거" answers per wish
     seed: int = 0
 
 
 # What the CI end-to-end test uses: the same code path, a fraction of the compute.
 # Measured: names a catalog dish in 34 of 40 sampled answers (the 160-step version: 23 of 40), in 37 s.
 QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=2000, steps=600, batch_size=12, conversation_rows=60,
-                          max_minutes=3.0)
+                          max_minutes=3.0, tag_rows_per_wish=20, tag_retry_rows_per_wish=10)
 
 
 def default_cache_root() -> Path:
@@ -92,7 +107,7 @@ def read_rows(files: tuple[Path, ...] = DATA_FILES) -> list[dict[str, str]]:
     return rows
 
 
-def cache_key(recipe: DemoRecipe, files: tuple[Path, ...] = DATA_FILES) -> str:
+def cache_key(recipe: DemoRecipe, files: tuple[Path, ...] = DATA_FILES + KEY_FILES) -> str:
     digest = hashlib.sha256(json.dumps({**asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True).encode())
     for path in files:
         if path.exists():
@@ -108,23 +123,33 @@ def is_built(path: Path) -> bool:
     return (path / "demo.json").exists()
 
 
-def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe,
-                   dish_names: Callable[[str], list[str]]) -> list[tuple[str, str]]:
+def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe, catalog: Any) -> list[tuple[str, str]]:
     """(prompt, answer) pairs; the loss covers the answer (and its EOS) only."""
+    from model.demo_rows import tag_rows
+    from model.fit import wishes_in
+
     rng = random.Random(recipe.seed)
     pairs = [format_example(r["instruction"], r["input"], r["output"]) for r in rows]
-    plain = [r for r in rows if not r["input"]]
+    # "다른 거" on a row is answered by another row that asks for the same things, so a retry keeps the topic.
+    by_wishes: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for r in rows:
+        if not r["input"] and catalog.names_in(r["output"]):
+            by_wishes.setdefault(wishes_in(r["instruction"]), []).append(r)
     for row in rows:
-        turned_down = dish_names(row["output"])
-        if not turned_down:
+        turned_down = catalog.names_in(row["output"])
+        same = by_wishes.get(wishes_in(row["instruction"]), [])
+        if not turned_down or len(same) < 2:
             continue
         for _ in range(recipe.retry_rows_per_row):
-            other = rng.choice(plain)
-            if set(dish_names(other["output"])) & set(turned_down) or not dish_names(other["output"]):
+            other = rng.choice(same)
+            if set(catalog.names_in(other["output"])) & set(turned_down):
                 continue
-            question = rng.choice([row["instruction"], "다른 거 추천해줘", "다른 거"])
-            prompt = build_prompt([], question, excluded_dishes=turned_down).text
+            question = row["instruction"] if rng.random() < 0.8 else rng.choice(["다른 거 추천해줘", "다른 거"])
+            prompt = build_prompt([], question, context=row["input"] or None, excluded_dishes=turned_down).text
             pairs.append((prompt, format_example("", "", other["output"])[1]))
+    for tag in tag_rows(list(catalog), rng, recipe.tag_rows_per_wish, recipe.tag_retry_rows_per_wish):
+        prompt = build_prompt([], tag.question, excluded_dishes=tag.turned_down).text
+        pairs.append((prompt, format_example("", "", tag.answer)[1]))
     for _ in range(recipe.conversation_rows):
         first, second = rng.sample(rows, 2)
         history = [PromptTurn(first["instruction"], first["output"], first["input"] or None)]
@@ -173,7 +198,7 @@ def build_demo_model(
     torch.manual_seed(recipe.seed)
     rows = read_rows()
     catalog = DishCatalog.load()
-    pairs = training_pairs(rows, recipe, catalog.names_in)
+    pairs = training_pairs(rows, recipe, catalog)
     tokenizer = train_tokenizer([p + a for p, a in pairs] + [dish.name for dish in catalog],
                                 vocab_size=recipe.vocab_size)
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
@@ -244,11 +269,16 @@ def build_demo_model(
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    from model.reader import TRAINING_WORDS, words
+
+    trained = sorted({w for prompt, answer in pairs for w in words(prompt + " " + answer)})
+    (tmp / TRAINING_WORDS).write_text("\n".join(trained) + "\n", encoding="utf-8")
     card = {
         "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION, "cache_key": out.name,
         "rows": len(rows), "training_sequences": len(pairs), "steps_done": steps_done, "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1), "build_seconds": time.perf_counter() - started,
         "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
+        "sampling": DEMO_SAMPLING,
     }
     (tmp / "demo.json").write_text(json.dumps(card, ensure_ascii=False, indent=2))
     shutil.rmtree(out, ignore_errors=True)

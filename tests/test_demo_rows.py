@@ -1,0 +1,44 @@
+"""Rows from the catalog's tags for the demo model: each question asks for its wish, each dish fits it, and no row is
+one of the held-out questions the demo is measured on."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from model.demo_rows import ENDINGS, TEXTS, tag_rows
+from model.dishes import DishCatalog
+from model.fit import WISHES, dish_fits, wishes_in
+
+HELD_OUT = Path(__file__).resolve().parents[1] / "data" / "demo_eval_questions.jsonl"
+
+
+def test_every_wording_asks_for_its_wish() -> None:
+    assert set(TEXTS) <= set(WISHES)
+    for wish, text in TEXTS.items():
+        for ask in text.asks:
+            for ending in ENDINGS[:3]:
+                assert wish in wishes_in(ask + ending), (wish, ask + ending)
+
+
+def test_rows_fit_and_stay_apart_from_the_held_out_questions() -> None:
+    catalog = DishCatalog.load()
+    rows = tag_rows(list(catalog), random.Random(0), per_wish=20, retries_per_wish=10)
+    assert len(rows) == 30 * len(TEXTS)
+    held_out = {json.loads(line)["instruction"] for line in HELD_OUT.read_text(encoding="utf-8").splitlines()}
+    assert not {r.question for r in rows} & held_out
+    for row in rows:
+        named = catalog.names_in(row.answer)
+        assert len(named) == 1 and dish_fits(catalog[named[0]], wishes_in(row.question)), row
+        assert named[0] not in row.turned_down
+    retries = [r for r in rows if r.turned_down]
+    assert len(retries) == 10 * len(TEXTS) and all(r.answer.split()[0] in ("그럼", "그렇다면", "이번엔", "대신")
+                                                    for r in retries)
+
+
+def test_the_answer_words_name_no_dish_of_their_own() -> None:
+    catalog = DishCatalog.load()
+    for text in TEXTS.values():
+        for sentence in (*text.opens, *text.reasons):
+            assert catalog.names_in(sentence) == [], sentence
