@@ -267,7 +267,8 @@ class ConversationService:
 
     def _answer_check(self, question: str, unsafe: Sequence[str]) -> Callable[[str], str | None]:
         """Why an answer's text should be sampled again (bounded, like a turned-down dish), or None to keep it: it
-        names a dish the question's safety note warns about, or only catalog dishes known not to fit the request."""
+        names a dish the question's safety note warns about, or no dish that fits what the question asks for
+        (model/fit.py: only catalog dishes known not to fit, or none at all)."""
         fit = request_check(question, self.catalog)
 
         def problem(text: str) -> str | None:

@@ -50,7 +50,7 @@ class DemoRecipe:
     hidden: int = 160
     layers: int = 3
     heads: int = 4
-    vocab_size: int = 3000
+    vocab_size: int = 6000  # common words as one token: fewer invented blends of word pieces
     max_positions: int = 512
     max_length: int = 144
     batch_size: int = 12
@@ -62,16 +62,17 @@ class DemoRecipe:
     warmup: int = 60
     weight_decay: float = 0.05
     retry_rows_per_row: int = 1
-    conversation_rows: int = 300
-    tag_rows_per_wish: int = 50  # first answers per wish, from the catalog's tags
-    tag_retry_rows_per_wish: int = 25  # "다른 거" answers per wish
+    conversation_rows: int = 150
+    tag_rows_per_wish: int = 70  # first answers per wish, from the catalog's tags
+    tag_retry_rows_per_wish: int = 50  # "다른 거" answers per wish
+    tag_pool: int = 12  # dishes per wish those rows name (the ones our data names most)
     seed: int = 0
 
 
 # What the CI end-to-end test uses: the same code path, a fraction of the compute.
 # Measured: names a catalog dish in 34 of 40 sampled answers (the 160-step version: 23 of 40), in 37 s.
-QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=2000, steps=600, batch_size=12, conversation_rows=60,
-                          max_minutes=3.0, tag_rows_per_wish=20, tag_retry_rows_per_wish=10)
+QUICK_RECIPE = DemoRecipe(hidden=128, layers=2, vocab_size=4000, steps=600, batch_size=12, conversation_rows=60,
+                          max_minutes=3.0, tag_rows_per_wish=30, tag_retry_rows_per_wish=15)
 
 
 def default_cache_root() -> Path:
@@ -125,7 +126,9 @@ def is_built(path: Path) -> bool:
 
 def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe, catalog: Any) -> list[tuple[str, str]]:
     """(prompt, answer) pairs; the loss covers the answer (and its EOS) only."""
-    from model.demo_rows import tag_rows
+    from collections import Counter
+
+    from model.demo_rows import dish_pools, tag_rows
     from model.fit import wishes_in
 
     rng = random.Random(recipe.seed)
@@ -147,7 +150,9 @@ def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe, catalog: Any)
             question = row["instruction"] if rng.random() < 0.8 else rng.choice(["다른 거 추천해줘", "다른 거"])
             prompt = build_prompt([], question, context=row["input"] or None, excluded_dishes=turned_down).text
             pairs.append((prompt, format_example("", "", other["output"])[1]))
-    for tag in tag_rows(list(catalog), rng, recipe.tag_rows_per_wish, recipe.tag_retry_rows_per_wish):
+    familiar = Counter(name for r in rows for name in catalog.names_in(r["output"]))
+    pools = dish_pools(list(catalog), familiar, recipe.tag_pool)
+    for tag in tag_rows(list(catalog), rng, recipe.tag_rows_per_wish, recipe.tag_retry_rows_per_wish, pools):
         prompt = build_prompt([], tag.question, excluded_dishes=tag.turned_down).text
         pairs.append((prompt, format_example("", "", tag.answer)[1]))
     for _ in range(recipe.conversation_rows):
@@ -173,6 +178,39 @@ def length_grouped_batches(lengths: list[int], batch_size: int, steps: int, seed
         rng.shuffle(epoch)
         batches += epoch
     return batches[:steps]
+
+
+class ThreadPicker:
+    """Two OpenMP threads on two cores that other programs also use can run a step ten times slower than one thread
+    (measured: 1.58 s against 0.16 s a step on a loaded 2-core box); on idle cores two are faster. So every `every`
+    steps, time a few steps with each choice and keep the faster one until the next probe."""
+
+    def __init__(self, most: int, every: int = 200, probe: int = 4) -> None:
+        self.most, self.every, self.probe = most, every, probe
+        self.current = most
+        self.history: list[int] = []  # the choice after each probe
+        self._times: dict[int, list[float]] = {}
+
+    def _probing(self, step: int) -> int | None:
+        """The thread count this step tries, or None outside a probe window."""
+        offset = step % self.every
+        if self.most <= 1 or offset >= 2 * self.probe:
+            return None
+        return 1 if offset < self.probe else self.most
+
+    def for_step(self, step: int) -> int:
+        return self._probing(step) or self.current
+
+    def record(self, step: int, seconds: float) -> None:
+        tried = self._probing(step)
+        if tried is None:
+            return
+        if step % self.probe:  # the first step after a switch warms the new thread pool up: not counted
+            self._times.setdefault(tried, []).append(seconds)
+        if step % self.every == 2 * self.probe - 1:
+            self.current = min(self._times, key=lambda n: sorted(self._times[n])[len(self._times[n]) // 2])
+            self.history.append(self.current)
+            self._times = {}
 
 
 def build_demo_model(
@@ -232,10 +270,13 @@ def build_demo_model(
     bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=None if progress else True,
                leave=False)
     losses: list[float] = []
+    threads = ThreadPicker(torch.get_num_threads())
     train_started = time.perf_counter()
     steps_done = 0
     for step in bar:
-        elapsed = time.perf_counter() - train_started
+        step_started = time.perf_counter()
+        torch.set_num_threads(threads.for_step(step))
+        elapsed = step_started - train_started
         if elapsed > budget_s:
             log.warning("demo training stopped at step %d of %d: the %.0f-minute budget is spent", step,
                         recipe.steps, recipe.max_minutes)
@@ -258,10 +299,12 @@ def build_demo_model(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        threads.record(step, time.perf_counter() - step_started)
         steps_done = step + 1
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     bar.close()
+    torch.set_num_threads(threads.most)
     model.eval()
 
     tmp = out.with_name(out.name + ".tmp")
@@ -278,7 +321,8 @@ def build_demo_model(
         "rows": len(rows), "training_sequences": len(pairs), "steps_done": steps_done, "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1), "build_seconds": time.perf_counter() - started,
         "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
-        "sampling": DEMO_SAMPLING,
+        "sampling": DEMO_SAMPLING, "threads_chosen": threads.history,
+        "seconds_per_step": (time.perf_counter() - train_started) / max(steps_done, 1),
     }
     (tmp / "demo.json").write_text(json.dumps(card, ensure_ascii=False, indent=2))
     shutil.rmtree(out, ignore_errors=True)

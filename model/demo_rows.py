@@ -11,10 +11,10 @@ data/demo_eval_questions.jsonl, and tests/test_demo_rows.py checks that no gener
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from model.fit import WISHES, fitting_dishes, wishes_in
+from model.fit import WISHES, dish_fits, fitting_dishes, wishes_in
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ PREFIXES = ("", "", "", "오늘 ", "요즘 ", "점심으로 ", "저녁으로 ", 
 ENDINGS = (" 추천해 줘", " 먹고 싶어", " 뭐 있어?", " 알려 줘", " 골라 줘", " 추천 부탁해", " 없을까?", " 당기는데",
            " 뭐가 좋을까?", " 추천해 주세요")  # fmt: skip
 RETRY_OPENS = ("그럼", "그렇다면", "이번엔", "대신")
+DRINKS = ("음료", "술")  # categories: a drink answers only a question that asks for one
 
 
 def question(rng: random.Random, wish: str) -> str:
@@ -170,16 +171,31 @@ class TagRow:
     turned_down: tuple[str, ...] = ()
 
 
-def tag_rows(catalog: Sequence, rng: random.Random, per_wish: int, retries_per_wish: int) -> list[TagRow]:
-    """`per_wish` first answers and `retries_per_wish` "다른 거" answers for every wish. The dish fits everything the
-    generated question asks for, as model/fit.py reads it ("뜨끈한 국물" asks for 따뜻한 and 국물)."""
+def dish_pools(catalog: Sequence, familiar: Mapping[str, int], size: int) -> dict[str, list[str]]:
+    """For each wish, the `size` fitting dishes the demo data names most (then catalog order): a small model learns a
+    dozen names per wish as whole words, where 125 spicy dishes seen twice each come out as invented blends."""
+    pools = {}
+    for wish in TEXTS:
+        fitting = [d for d in fitting_dishes(catalog, [wish]) if wish == "음료" or d.category not in DRINKS]
+        ranked = sorted(range(len(fitting)), key=lambda i: (-familiar.get(fitting[i].name, 0), i))
+        pools[wish] = [fitting[i].name for i in ranked[:size]]
+    return pools
+
+
+def tag_rows(catalog: Sequence, rng: random.Random, per_wish: int, retries_per_wish: int,
+             pools: Mapping[str, Sequence[str]] | None = None) -> list[TagRow]:
+    """`per_wish` first answers and `retries_per_wish` "다른 거" answers for every wish, each naming a dish of the wish's
+    pool (every fitting dish without `pools`) that fits everything the generated question asks for, as model/fit.py
+    reads it ("뜨끈한 국물" asks for 따뜻한 and 국물)."""
+    by_name = {d.name: d for d in catalog}
     rows: list[TagRow] = []
     for wish in TEXTS:
+        pool = [by_name[n] for n in pools[wish]] if pools else fitting_dishes(catalog, [wish])
         for n in range(per_wish + retries_per_wish):
-            for _ in range(10):  # a wording whose wishes no dish meets is drawn again
+            for _ in range(10):  # a wording whose wishes too few dishes meet is drawn again
                 asked = question(rng, wish)
-                wanted = set(wishes_in(asked)) | {wish}
-                dishes = [d.name for d in fitting_dishes(catalog, [w for w in WISHES if w in wanted])]
+                wanted = [w for w in WISHES if w in set(wishes_in(asked)) | {wish}]
+                dishes = [d.name for d in pool if dish_fits(d, wanted)]
                 if len(dishes) >= 3:
                     break
             else:

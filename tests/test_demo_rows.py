@@ -42,3 +42,16 @@ def test_the_answer_words_name_no_dish_of_their_own() -> None:
     for text in TEXTS.values():
         for sentence in (*text.opens, *text.reasons):
             assert catalog.names_in(sentence) == [], sentence
+
+
+def test_thread_picker_keeps_the_faster_choice() -> None:
+    from model.demo import ThreadPicker
+
+    picker = ThreadPicker(2, every=20, probe=3)
+    slow = {1: 0.1, 2: 1.0}  # a loaded machine: one thread wins
+    for step in range(40):
+        threads = picker.for_step(step)
+        picker.record(step, slow[threads])
+    assert picker.history == [1, 1] and picker.for_step(10) == 1
+    assert [picker.for_step(s) for s in range(40, 46)] == [1, 1, 1, 2, 2, 2]  # the next probe tries both again
+    assert ThreadPicker(1).for_step(0) == 1

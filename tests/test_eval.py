@@ -76,3 +76,53 @@ def test_eval_of_missing_data_fails_clearly(tiny_model_dir: Path, tmp_path: Path
 
     assert main(["eval", "--base", str(tiny_model_dir), "--data", str(tmp_path / "none.jsonl")]) == 1
     assert "does not exist: give an Alpaca JSONL file" in capsys.readouterr().err
+
+
+def test_what_a_reader_sees() -> None:
+    """Broken characters, fit to the request and the word-salad proxy, first answers and "다른 거" apart."""
+    from model.evaluate import format_table, reader_stats
+    from model.reader import corpus_words, unknown_words
+
+    known = corpus_words([Path(__file__).resolve().parents[1] / "data" / "mechuri_starter.jsonl"])
+    assert unknown_words("김치찌개 어때요?", known) == [] and unknown_words("할엔탈이 어때요?", known) == ["할엔탈이"]
+    assert unknown_words("감칠� 방울토마토", known) == ["감칠�"]  # a broken word is never a known one
+
+    def check(kind: str, text: str, fits: bool | None, turned_down: bool = False) -> AnswerCheck:
+        return AnswerCheck("q", text, 0, "eos", 5, [], False, kind=kind, wishes=["매운"] if fits is not None else [],
+                           fits=fits, broken="\ufffd" in text, unknown_words=unknown_words(text, known),
+                           names_turned_down=turned_down)
+
+    first = [check("first", "김치찌개 어때요?", True), check("first", "오이채를 추천해요.��", False),
+             check("first", "할엔탈이 어때요?", None)]
+    retry = [check("retry", "떡볶이 어때요?", True, turned_down=True), check("retry", "냉면 어때요?", False)]
+    stats = reader_stats(first)
+    assert stats.broken_share == 1 / 3 and stats.fit_checked == 2 and stats.fit_share == 0.5
+    assert stats.known_words_share == 1 / 3 and stats.turned_down_share is None
+    assert reader_stats(retry).turned_down_share == 0.5 and reader_stats([]) is None
+    report = summarise("A", None, "base", None, 0, first + retry)
+    assert report.answers == 3 and report.retry.answers == 2  # today's columns count first answers only
+    table = format_table([report])
+    for label in ("first answers: with broken char �", "first answers: fit the request", "50% of 2",
+                  "다른 거 answers: only training words", "다른 거 answers: name a turned-down dish"):
+        assert label in table
+
+
+def test_eval_retry_and_corpus_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from mechuri.cli import main
+
+    data = tmp_path / "held_out.jsonl"
+    rows = [{"instruction": "매운 요리 추천해줘", "input": "", "output": "떡볶이 어때요?", "wishes": ["매운"]},
+            {"instruction": "점심 뭐 먹지", "input": "", "output": "김밥 어때요?"}]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("김치찌개 어때요", encoding="utf-8")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--base", str(tiny_model_dir), "--data", str(data), "--retry", "--corpus", str(corpus),
+                 "--json", str(out), "--max-new-tokens", "32"]) == 0
+    model = json.loads(out.read_text(encoding="utf-8"))["models"][0]
+    kinds = [c["kind"] for c in model["checks"]]
+    assert kinds == ["first", "first", "retry", "retry"]
+    first, plain, retry, _ = model["checks"]
+    assert first["wishes"] == ["매운"] and first["fits"] is not None and plain["wishes"] == [] and plain["fits"] is None
+    assert retry["turned_down"] == first["dishes"] and model["first"]["fit_checked"] == 1
+    assert model["first"]["known_words_share"] is not None

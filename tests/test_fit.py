@@ -75,7 +75,7 @@ def test_answer_fits_and_the_resample_predicate() -> None:
     check = request_check("고기 안 먹는 친구랑 뭐 먹지", catalog)
     assert check is not None and check.wishes == ("채식",)
     assert check.misses("닭갈비 어때요?") and not check.misses("두부조림 어때요?")
-    assert not check.misses("친구 취향을 먼저 물어보세요.")  # nothing the catalog can judge: never resampled for it
+    assert check.misses("친구 취향을 먼저 물어보세요.")  # names no dish: not a recommendation either
     assert request_check("점심 뭐 먹지", catalog) is None and request_check("매운 거", None) is None
 
 
@@ -86,7 +86,7 @@ def test_every_wish_has_dishes_that_fit() -> None:
 
 
 async def test_the_service_resamples_an_answer_that_misses_the_request(tmp_path: Path) -> None:
-    """"매운 거" answered with a mild dish is sampled again (bounded); an answer the catalog cannot judge is kept."""
+    """"매운 거" answered with a mild dish is sampled again (bounded); a question without a checkable wish is not."""
     import asyncio
 
     from bot_fixtures import fresh_db, service_on
