@@ -9,7 +9,7 @@ answer-time checks) on the real Generator, then gets one "다른 거". Counted a
 - retries that name a dish the user turned down (the "다른 거" guarantee: must stay 0);
 - samples drawn per answer (the service resamples an answer that misses the request or names a turned-down dish).
 
-    python bench/demo_quality.py --variant new=DIR                     # DEMO_SAMPLING, answer-time check on
+    python bench/demo_quality.py --variant new=DIR     # as `mechuri chat --demo` runs: DEMO_SAMPLING, DEMO_RESAMPLES
     python bench/demo_quality.py --variant "before=OLD,temperature=0.7,top_p=0.9,check=off" \
         --variant "new=DIR,check=off" --variant new=DIR --append-docs      # side by side, one run
 
@@ -57,22 +57,23 @@ class Variant:
     temperature: float
     top_p: float
     repetition_penalty: float
+    resamples: int = 3
     check: bool = True
 
     @classmethod
     def parse(cls, spec: str, defaults: dict[str, float]) -> Variant:
-        """"LABEL=DIR[,temperature=X][,top_p=Y][,repetition_penalty=Z][,check=off]"."""
+        """"LABEL=DIR[,temperature=X][,top_p=Y][,repetition_penalty=Z][,resamples=N][,check=off]"."""
         head, *options = spec.split(",")
         label, _, model = head.partition("=")
         values: dict = {**defaults, "check": True}
         for option in options:
-            key, _, value = option.partition("=")
-            values[key.strip()] = value.strip() != "off" if key.strip() == "check" else float(value)
+            key, _, value = (part.strip() for part in option.partition("="))
+            values[key] = value != "off" if key == "check" else int(value) if key == "resamples" else float(value)
         return cls(label, model, **values)
 
     def describe(self) -> str:
         return (f"temperature {self.temperature}, top_p {self.top_p}, repetition penalty {self.repetition_penalty}, "
-                f"answer-time check {'on' if self.check else 'off'}")
+                f"answer-time check {'on' if self.check else 'off'}, at most {self.resamples} resamples")
 
 
 async def run(args: argparse.Namespace, variant: Variant) -> list[Sample]:
@@ -103,7 +104,8 @@ async def run(args: argparse.Namespace, variant: Variant) -> list[Sample]:
         async def one(index: int, row: dict) -> list[Sample]:
             seeds = random.Random(args.seed * 1000 + index)  # the same seeds for every variant
             service = ConversationService(store, generator, generation=generation, catalog=catalog, safety=safety,
-                                          seed_source=lambda: seeds.getrandbits(31))
+                                          seed_source=lambda: seeds.getrandbits(31),
+                                          max_retries_for_dish=variant.resamples)
             out = []
             started = time.perf_counter()
             first = await service.reply(index, index, row["instruction"])
@@ -164,13 +166,14 @@ def table(results: dict[str, list[Sample]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.demo import DEMO_SAMPLING
+    from model.demo import DEMO_RESAMPLES, DEMO_SAMPLING
     from model.fit import request_check
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=DIR[,key=value…]",
                         help="a demo model folder and its settings: temperature, top_p, repetition_penalty, "
-                             "check=off (default: DEMO_SAMPLING, check on); repeat to compare side by side")
+                             "resamples, check=off (default: DEMO_SAMPLING, DEMO_RESAMPLES, check on, as "
+                             "`mechuri chat --demo` runs); repeat to compare side by side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: two shared cores run tiny models "
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     quiet_benchmark()
     logging.getLogger("bot.conversation").setLevel(logging.ERROR)
-    variants = [Variant.parse(spec, DEMO_SAMPLING) for spec in args.variant]
+    variants = [Variant.parse(spec, {**DEMO_SAMPLING, "resamples": DEMO_RESAMPLES}) for spec in args.variant]
     import bot.conversation
 
     try:

@@ -237,6 +237,10 @@ async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
         generator = await load_generator(settings, args)
         service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog(),
                                                     safety=await load_safety())
+        if getattr(args, "demo", False) or getattr(args, "demo_quick", False):
+            from model.demo import DEMO_RESAMPLES
+
+            service.max_retries_for_dish = DEMO_RESAMPLES
         if getattr(args, "seed", None) is not None:
             service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()

@@ -43,6 +43,9 @@ RECIPE_VERSION = 5  # bump when the code below changes what gets built
 # recipe (changing these does not rebuild the model); measured in docs/benchmarks.md ("Demo model: answers a reader
 # can trust").
 DEMO_SAMPLING = {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.1}
+# A sample of the demo model costs a tenth of a second, so its chat may draw more of them before it keeps one that
+# misses the request (the service's default is 3 more, sized for KoAlpaca's seconds per answer).
+DEMO_RESAMPLES = 5
 
 
 @dataclass(frozen=True)
