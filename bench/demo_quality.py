@@ -68,6 +68,9 @@ class Variant:
         values: dict = {**defaults, "check": True}
         for option in options:
             key, _, value = (part.strip() for part in option.partition("="))
+            if key not in values:
+                raise SystemExit(f"--variant {spec!r}: unknown setting {key!r} (labels may not hold commas); "
+                                 f"choose from {', '.join(values)}")
             values[key] = value != "off" if key == "check" else int(value) if key == "resamples" else float(value)
         return cls(label, model, **values)
 
