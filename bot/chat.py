@@ -1,7 +1,8 @@
 """`mechuri chat`: the terminal front end, over the same ConversationService as the Telegram bot.
 
 Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer, `/reset` starts a new conversation,
-`/forget` deletes everything stored for this user, `/quit` ends. Answers go to stdout after the marker "메추리> ":
+`/forget` deletes everything stored for this user, `/taste` shows and edits the taste profile (bot/chat_taste.py),
+`/quit` ends. A taste statement ("나 새우 알레르기 있어") is confirmed on the next line (y/N) before it is remembered. Answers go to stdout after the marker "메추리> ":
 streamed as they are generated in a terminal, one line per answer when piped, so the command is scriptable:
 
     printf '매운 요리 추천해줘\\n다른 거\\n' | mechuri chat --model DIR --database-url sqlite+aiosqlite:///x.db
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+from bot import chat_taste
 from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused
 from bot.runtime import load_catalog, start_generator
 from bot.settings import Settings
@@ -33,7 +35,7 @@ RETRY_WORDS = {"다른 거", "다른거", "/retry"}
 QUIT_WORDS = {"/quit", "/exit", "/q"}
 HELP = (
     "메시지를 입력하면 메뉴를 추천해 드려요. '다른 거' 또는 /retry: 다른 메뉴, /reset: 새 대화, "
-    "/forget: 내 기록 모두 지우기, /quit: 끝내기"
+    "/forget: 내 기록 모두 지우기, /taste: 내 입맛 보기·고치기, /quit: 끝내기"
 )
 BUSY_TEXT = "지금은 요청이 많아요. 잠시 후 다시 시도해 주세요."
 NOTHING_TO_RETRY = "아직 다시 고를 답변이 없어요. 먼저 질문해 주세요."
@@ -88,9 +90,10 @@ async def run_chat(
     """Talk until the lines run out or `/quit`. The hook for other front ends (e.g. a scripted demo)."""
     lines: Iterator[str] = iter(lines_in)
     last: Answer | None = None
+    unread: str | None = None  # a line read as a y/N answer that was a new message instead
     while True:
         # Reading stdin blocks; a thread keeps the event loop (and the generator's callbacks) free meanwhile.
-        raw = await asyncio.to_thread(next, lines, None)
+        raw, unread = (unread, None) if unread is not None else (await asyncio.to_thread(next, lines, None), None)
         if raw is None:
             return 0
         text = raw.strip()
@@ -111,6 +114,9 @@ async def run_chat(
             last = None
             say(out, f"저장된 기록을 모두 지웠어요 ({deleted}개).")
             continue
+        if text == "/taste" or text.startswith("/taste "):
+            say(out, await chat_taste.command(service, user_id, text))
+            continue
         printer = _Printer(out)
         on_partial = printer.partial if stream else None
         try:
@@ -127,6 +133,14 @@ async def run_chat(
         except ConversationBusy:
             say(out, BUSY_TEXT)
             continue
+        if answer.status == "ask":  # a taste statement: y/N first, then the question it came with, if any
+            followed, unread = await chat_taste.confirm(
+                service, answer, lambda: asyncio.to_thread(next, lines, None), lambda t: say(out, t),
+                chat_id=chat_id, user_id=user_id, on_partial=on_partial,
+            )
+            if followed is None:
+                continue
+            answer = followed
         printer.final(answer)
         last = answer
         log.debug("turn %d (question %d): seed %d, %s", answer.turn_id, answer.question_turn_id, answer.seed,
@@ -165,6 +179,8 @@ async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
         if getattr(args, "seed", None) is not None:
             service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        if interactive and service.taste is not None:
+            service.taste.preload()  # Kiwi starts in the background while the user types (piped runs need not wait)
         if interactive:
             print(f"메추리 ({settings.model_base}). {HELP}", file=sys.stderr)
         return await run_chat(
