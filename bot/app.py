@@ -39,6 +39,7 @@ COMMANDS = [
     BotCommand("start", "인사와 예시 질문"),
     BotCommand("help", "도움말"),
     BotCommand("reset", "새 대화 시작"),
+    BotCommand("taste", "내 입맛 기록 보기·고치기"),
     BotCommand("forget", "내 대화 기록 삭제"),
 ]
 ADMIN_COMMANDS = [*COMMANDS, BotCommand("reload", "어댑터 다시 불러오기 (관리자)"), BotCommand("status", "상태 (관리자)")]
@@ -139,6 +140,8 @@ async def serve(
         log.info("loading the model %s (%s)…", settings.model_base, settings.quantization)
         generator = await make_generator(settings)
         service = build_service(settings, store, generator, load_catalog(), await load_safety())
+        if service.taste is not None:
+            service.taste.preload()  # the statement reader (Kiwi) starts in the background
         app = build_application(settings, service, webhook=webhook)
         async with app:  # initialize (getMe) … shutdown
             if app.post_init:

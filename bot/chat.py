@@ -3,7 +3,9 @@
 Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer; the commands are the Telegram bot's:
 `/help`, `/reset` (a new conversation), `/forget` (deletes everything stored for this user after a y/N question, read
 from the next line), `/status` and `/reload NAME` (admin commands in Telegram; the terminal's user is the operator, so
-they work here), `/quit`. Any other line that starts with "/" gets the help hint and never reaches the model. Answers go to stdout after the marker "메추리> ":
+they work here), `/taste` (shows and edits the taste profile, bot/chat_taste.py), `/quit`. Any other line that starts
+with "/" gets the help hint and never reaches the model. A taste statement ("나 새우 알레르기 있어") is confirmed on the
+next line (y/N) before it is remembered. Answers go to stdout after the marker "메추리> ":
 streamed as they are generated in a terminal, one line per answer when piped, so the command is scriptable:
 
     printf '매운 요리 추천해줘\\n다른 거\\n' | mechuri chat --model DIR --database-url sqlite+aiosqlite:///x.db
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+from bot import chat_taste
 from bot.conversation import Answer, ConversationBusy, ConversationService, RetryRefused
 from bot.korean import with_particle
 from bot.runtime import load_catalog, load_safety, start_generator
@@ -41,6 +44,7 @@ HELP = (
     "  다른 거 (또는 /retry)  방금 추천 말고 다른 메뉴\n"
     "  /reset   새 대화 시작 (이전 이야기는 참고하지 않아요)\n"
     "  /forget  저장된 내 기록 모두 지우기 (y/N로 한 번 더 물어봐요)\n"
+    "  /taste   내 입맛 보기·고치기 (알레르기, 식단, 싫어하는 것)\n"
     "  /status  모델과 어댑터 상태 (이 터미널에서 바로 볼 수 있어요)\n"
     "  /reload 이름  어댑터 폴더의 어댑터로 바꾸기 (이 터미널에서 바로 돼요)\n"
     "  /help    이 도움말   /quit  끝내기"
@@ -129,8 +133,12 @@ class _Session:
         self.service, self.lines, self.out = service, lines, out
         self.chat_id, self.user_id, self.stream = chat_id, user_id, stream
         self.last: Answer | None = None
+        self.unread: str | None = None  # a line read as a y/N answer that was a new message instead
 
     async def read(self) -> str | None:
+        if self.unread is not None:
+            line, self.unread = self.unread, None
+            return line
         # Reading stdin blocks; a thread keeps the event loop (and the generator's callbacks) free meanwhile.
         return await asyncio.to_thread(next, self.lines, None)
 
@@ -150,13 +158,22 @@ class _Session:
 
     async def _run(self, call: Any) -> None:
         printer = _Printer(self.out)
+        on_partial = printer.partial if self.stream else None
         try:
-            answer = await call(printer.partial if self.stream else None)
+            answer = await call(on_partial)
+            if answer.status == "ask":  # a taste statement: y/N first, then the question it came with, if any
+                answer, self.unread = await chat_taste.confirm(
+                    self.service, answer, lambda: asyncio.to_thread(next, self.lines, None),
+                    lambda text: say(self.out, text), chat_id=self.chat_id, user_id=self.user_id,
+                    on_partial=on_partial,
+                )
         except RetryRefused as refused:
             say(self.out, refused.reason)
             return
         except ConversationBusy:
             say(self.out, BUSY_TEXT)
+            return
+        if answer is None:
             return
         printer.final(answer)
         self.last = answer
@@ -179,6 +196,8 @@ class _Session:
             say(self.out, format_status(self.service.status(), 0))
         elif name == "/reload":
             await self.reload(arg.strip())
+        elif name == "/taste":
+            say(self.out, await chat_taste.command(self.service, self.user_id, text))
         else:
             say(self.out, HELP_HINT)
 
@@ -244,6 +263,8 @@ async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
         if getattr(args, "seed", None) is not None:
             service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        if interactive and service.taste is not None:
+            service.taste.preload()  # Kiwi starts in the background while the user types (piped runs need not wait)
         if interactive:
             print(f"메추리 ({settings.model_base})\n{HELP}", file=sys.stderr)
         return await run_chat(

@@ -10,29 +10,24 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.korean import with_particle
+from bot import taste_text
+from bot.adapters import AdapterRefused, resolve_adapter  # noqa: F401  (AdapterRefused is imported from here)
+from bot.answering import AnswerDrawer, DeltaCallback, Partial
+from bot.avoidance import AvoidList
 from bot.ordering import UserLines
 from bot.settings import GenerationDefaults
-from bot.storage import QuestionGone, Store, Turn
-from model import (
-    AdapterError,
-    AdapterInfo,
-    GenerationRequest,
-    GenerationResult,
-    GeneratorBusy,
-    PromptTurn,
-    build_prompt,
-    request_check,
-)
+from bot.storage import HISTORY_LIMIT, QuestionGone, Store, Turn, utcnow
+from bot.taste import TasteItem, TasteProfile
+from bot.taste_desk import TasteDesk
+from model import AdapterInfo, DishCatalog, GenerationRequest, GeneratorBusy, PromptTurn, build_prompt, request_check
 
 log = logging.getLogger(__name__)
-
-DeltaCallback = Callable[[str], Awaitable[None]]
 
 FAILED_TEXT = "답변을 만들다가 문제가 생겼어요. 잠시 후 다시 시도해 주세요."
 EMPTY_TEXT = "음… 딱 떠오르는 메뉴가 없네요. '다른 거'를 눌러 다시 골라 볼까요?"
@@ -46,14 +41,22 @@ FORGOTTEN_TEXT = "기록을 지우는 사이에 받은 질문이라, 답하지 �
 
 @dataclass(frozen=True)
 class Answer:
-    turn_id: int  # the stored assistant turn's id (callback data is f"retry:{turn_id}")
+    turn_id: int  # the stored assistant turn's id (callback data is f"retry:{turn_id}"); 0 when none was stored
     question_turn_id: int
     text: str  # what the user sees (final, stop text removed; safety cautions appended)
     seed: int
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "ask" (a taste statement to confirm) | "noted" (a statement already known)
     dishes: tuple[str, ...]  # catalog dishes named in the answer
     notice: str | None = None  # e.g. TRUNCATED_NOTICE
     can_retry: bool = True  # False for a polite refusal: "다른 거" would only refuse again
+    proposal: tuple[TasteItem, ...] = ()  # status "ask": what the user is asked to let us remember
+    fallback: bool = False  # every sample named a dish with one of the user's allergens: a polite refusal instead
+
+
+@dataclass(frozen=True)
+class TasteChoice:
+    text: str  # what was (not) remembered
+    answer: Answer | None  # the answer to the question the statement came with, if it asked one
 
 
 class ConversationBusy(Exception):
@@ -61,42 +64,19 @@ class ConversationBusy(Exception):
 
 
 class RetryRefused(Exception):
-    """A forged, stale or foreign retry. `reason` is a polite Korean sentence for the user; nothing was changed."""
+    """A forged, stale or foreign button. `reason` is a polite Korean sentence for the user; nothing was changed."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-class AdapterRefused(AdapterError):
-    """An adapter name that does not resolve inside the adapters folder. `str(exc)` is for the log and the operator's
-    terminal (it names the folder); `reason` is one Korean sentence for a chat, without any server path."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class TasteRefused(RetryRefused):
+    """A forged, foreign or vanished taste confirmation button."""
 
 
 def new_seed() -> int:
     return secrets.randbits(31)
-
-
-def resolve_adapter(root: Path, name: str) -> Path:
-    """`name` as a folder inside `root`; refuses absolute paths, `..` and symlinks that lead out of `root`."""
-    name = name.strip()
-    shown = f"'{name[:40]}'"
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise AdapterRefused(f"invalid adapter name {name!r}: give a folder name inside {root}",
-                             "어댑터 이름이 올바르지 않아요. 어댑터 폴더 안의 폴더 이름만 적어 주세요.")
-    base = root.resolve()
-    path = (base / name).resolve()
-    if not path.is_relative_to(base):
-        raise AdapterRefused(f"adapter {name!r} resolves outside {base}; refused",
-                             f"{with_particle(shown, '은')} 어댑터 폴더 밖을 가리켜서 불러오지 않았어요.")
-    if not path.is_dir():
-        raise AdapterRefused(f"no adapter folder {name!r} in {base}: train or copy it there first",
-                             f"{with_particle(shown, '이')} 어댑터 폴더에 없어요. 먼저 학습하거나 복사해 주세요.")
-    return path
 
 
 def prompt_turns(turns: Sequence[Turn], before_id: int) -> list[PromptTurn]:
@@ -129,6 +109,8 @@ class ConversationService:
         adapters_dir: Path | str = "adapters",
         max_concurrent: int | None = None,
         seed_source: Callable[[], int] = new_seed,
+        variety_days: float = 7.0,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         # Fresh random seeds by default; a scripted session (`mechuri chat --seed N`) draws them from a seeded stream.
@@ -138,6 +120,9 @@ class ConversationService:
         self.catalog = catalog
         self.safety = safety  # model.safety.SafetyNotes, or None
         self.max_retries_for_dish = max_retries_for_dish
+        # Taste needs the real catalog (allergens, tags); without it answers are steered by turned-down dishes only.
+        self.taste = (TasteDesk(store, catalog, variety_days=variety_days, clock=clock)
+                      if isinstance(catalog, DishCatalog) else None)
         self.adapters_dir = Path(adapters_dir)
         self.max_concurrent = max_concurrent
         self.started_at = time.monotonic()
@@ -152,7 +137,7 @@ class ConversationService:
         """The service as configured. The global cap (MECHURI_MAX_CONCURRENT) is the front end's to apply: the bot
         wraps the generator so that generations over the cap wait (bot.app.build_service)."""
         return cls(store, generator, generation=settings.generation_defaults(), catalog=catalog, safety=safety,
-                   adapters_dir=settings.adapters_dir)
+                   adapters_dir=settings.adapters_dir, variety_days=settings.variety_days)
 
     # --- the public calls ---------------------------------------------------------------------------------------
 
@@ -165,9 +150,49 @@ class ConversationService:
             # The question is stored before waiting for this user's earlier answers: it must survive a crash.
             async with slot.line.intake:
                 question = await self.store.add_question(chat_id, user_id, text, user_name)
+            statement = await self.taste.read(text) if self.taste is not None else None
             await self._lines.wait(slot, question_id=question.id)
+            if statement is not None:
+                # A taste statement is confirmed before it is remembered; the question it came with waits for that.
+                news = (await self.taste.store.profile(user_id)).new(statement.items)
+                if news:
+                    return Answer(0, question.id, taste_text.confirm_question(news), 0, "ask", (), proposal=news)
+                if not statement.asks:
+                    return Answer(0, question.id, taste_text.already_known(statement.items), 0, "noted", ())
             # history=None: the history is read in the same transaction that creates the pending answer.
-            return await self._answer(question, None, excluded=(), on_partial=on_partial)
+            return await self._answer(question, user_id, None, excluded=(), on_partial=on_partial)
+        finally:
+            self._lines.leave(slot)
+
+    async def settle_taste(
+        self, chat_id: int, user_id: int, turn_id: int, accept: bool, *, on_partial: DeltaCallback | None = None,
+        on_settled: DeltaCallback | None = None,
+    ) -> TasteChoice:
+        """The user's 예/아니요 to the statement in the user turn `turn_id`: remember it (or not), tell
+        `on_settled`, then answer the question that came with it, if it is still the latest one and unanswered.
+        Declined items still shape that one answer: the user did say them."""
+        slot = self._lines.join((chat_id, user_id))
+        try:
+            await self._lines.wait(slot)
+            question, unanswered = await self._check_statement(chat_id, user_id, turn_id)
+            statement = await self.taste.read(question.text)
+            if statement is None:
+                raise TasteRefused(taste_text.TASTE_GONE)
+            news = (await self.taste.store.profile(user_id)).new(statement.items)
+            if accept and news:
+                await self.taste.remember(user_id, news)
+                text = taste_text.remembered(news)
+            elif accept:
+                text = taste_text.already_known(statement.items)
+            else:
+                text = taste_text.DECLINED if statement.asks and unanswered else taste_text.DECLINED_NO_QUESTION
+            if on_settled is not None:
+                await on_settled(text)
+            answer = None
+            if statement.asks and unanswered:
+                answer = await self._answer(question, user_id, None, excluded=(), on_partial=on_partial,
+                                            one_off=() if accept else news)
+            return TasteChoice(text, answer)
         finally:
             self._lines.leave(slot)
 
@@ -184,7 +209,8 @@ class ConversationService:
             excluded = self._dishes_in([*rejected_texts, old.text])
             history = prompt_turns(conversation_turns, question.id)
             try:
-                return await self._answer(question, history, excluded=excluded, on_partial=on_partial, retry_of=old.id)
+                return await self._answer(question, user_id, history, excluded=excluded, on_partial=on_partial,
+                                          retry_of=old.id)
             except ConversationBusy:
                 await self.store.change_status(old.id, "rejected", "ok")  # nothing was generated: undo the rejection
                 raise
@@ -251,34 +277,28 @@ class ConversationService:
             raise RetryRefused(REFUSED_UNKNOWN)
         return turn, question, turns
 
+    async def _check_statement(self, chat_id: int, user_id: int, turn_id: int) -> tuple[Turn, bool]:
+        """The user turn a taste button points at, and whether it is the latest question and still unanswered."""
+        found = await self.store.get_turn(turn_id) if self.taste is not None else None
+        if found is None or found[1].chat_id != chat_id or found[1].user_id != user_id or found[0].role != "user":
+            raise TasteRefused(taste_text.TASTE_GONE)
+        question, conversation = found
+        turns = await self.store.conversation_turns(conversation.id)
+        latest = max(t.id for t in turns if t.role == "user") == question.id and conversation.closed_at is None
+        answered = any(t.reply_to == question.id and t.status != "failed" for t in turns)
+        return question, latest and not answered
+
     def _dishes_in(self, texts: Sequence[str]) -> tuple[str, ...]:
         if self.catalog is None:
             return ()
         return tuple(dict.fromkeys(name for text in texts for name in self.catalog.names_in(text)))
 
-    def _spellings(self, dishes: Sequence[str]) -> tuple[str, ...]:
-        """Every way of writing the turned-down dishes, for the generator to steer clear of while sampling."""
-        found: list[str] = []
-        for name in dishes:
-            lookup = getattr(self.catalog, "get", None)
-            dish = lookup(name) if lookup is not None else None
-            found.extend(dish.spellings if dish is not None else (name,))
-        return tuple(dict.fromkeys(found))
-
-    def _answer_check(self, question: str, unsafe: Sequence[str]) -> Callable[[str], str | None]:
-        """Why an answer's text should be sampled again (bounded, like a turned-down dish), or None to keep it: it
-        names a dish the question's safety note warns about, or no dish that fits what the question asks for
-        (model/fit.py: only catalog dishes known not to fit, or none at all)."""
+    def _answer_check(self, question: str) -> Callable[[str], str | None]:
+        """Why an answer's text should be sampled again (bounded, softly), or None to keep it: it names no dish that
+        fits what the question asks for (model/fit.py: only catalog dishes known not to fit, or none at all)."""
         fit = request_check(question, self.catalog)
-
-        def problem(text: str) -> str | None:
-            if unsafe and set(self._dishes_in([text])) & set(unsafe):
-                return "names a dish its safety note warns about"
-            if fit is not None and fit.misses(text):
-                return f"names no dish that fits {list(fit.wishes)}"
-            return None
-
-        return problem
+        wishes = list(fit.wishes) if fit is not None else []
+        return lambda text: f"names no dish that fits {wishes}" if fit is not None and fit.misses(text) else None
 
     def _adapter(self) -> AdapterInfo:
         try:
@@ -287,34 +307,44 @@ class ConversationService:
             return AdapterInfo()
 
     async def _answer(
-        self, question: Turn, history: list[PromptTurn] | None, *, excluded: tuple[str, ...],
-        on_partial: DeltaCallback | None, retry_of: int | None = None,
+        self, question: Turn, user_id: int, history: list[PromptTurn] | None, *, excluded: tuple[str, ...],
+        on_partial: DeltaCallback | None, retry_of: int | None = None, one_off: tuple[TasteItem, ...] = (),
     ) -> Answer:
         if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
             raise ConversationBusy(f"{self._in_flight} generations in flight (cap {self.max_concurrent})")
         self._in_flight += 1
         try:
-            return await self._generate_answer(question, history, excluded, on_partial, retry_of)
+            return await self._generate_answer(question, user_id, history, excluded, on_partial, retry_of, one_off)
         finally:
             self._in_flight -= 1
 
+    async def _avoid(self, question: Turn, excluded: tuple[str, ...], taste: tuple[TasteProfile, frozenset[str]],
+                     one_off: tuple[TasteItem, ...]) -> tuple[AvoidList, TasteProfile]:
+        """Everything this answer must not name, and the taste profile it is written for."""
+        avoid = AvoidList()
+        avoid.add(excluded, "turned down")
+        profile, recent = taste
+        profile = profile.with_items(one_off)
+        if self.taste is not None:
+            await self.taste.feed(avoid, profile, recent)
+        return avoid.asked(self._dishes_in([question.text])), profile
+
     async def _generate_answer(
-        self, question: Turn, history: list[PromptTurn] | None, excluded: tuple[str, ...],
-        on_partial: DeltaCallback | None, retry_of: int | None,
+        self, question: Turn, user_id: int, history: list[PromptTurn] | None, excluded: tuple[str, ...],
+        on_partial: DeltaCallback | None, retry_of: int | None, one_off: tuple[TasteItem, ...],
     ) -> Answer:
         verdict = self.safety.check(question.text) if self.safety is not None else None
         unsafe = verdict.avoided_dishes(self.catalog) if verdict is not None and self.catalog is not None else ()
         seed = self.seed_source()
-        params = {"seed": seed, "avoid": self._spellings((*excluded, *unsafe)), **asdict(self.generation)}
+        params = {"seed": seed, **asdict(self.generation)}
         adapter = self._adapter()
         stored = {"seed": seed, "params": GenerationRequest(prompt="", **params).sampling_params(),
                   "adapter_name": adapter.name, "adapter_version": adapter.version}
+        # The history, the pending answer and the user's taste in one transaction; a retry brings its own history.
+        read_taste = self.taste.context_reader(user_id) if self.taste is not None else lambda db: None
         try:
-            if history is None:
-                turns, pending = await self.store.begin_answer(question, **stored)
-                history = prompt_turns(turns, question.id)
-            else:
-                pending = await self.store.start_answer(question, **stored)
+            turns, pending, taste = await self.store.begin_answer_with(
+                question, read_taste, **stored, history_limit=0 if history is not None else HISTORY_LIMIT)
         except QuestionGone:  # /forget (another chat or replica) deleted the question while it waited
             return Answer(0, question.id, FORGOTTEN_TEXT, seed, "failed", ())
         if verdict is not None and verdict.refusal:  # a dangerous premise gets a polite refusal, never a menu
@@ -322,91 +352,72 @@ class ConversationService:
             log.info("turn %d: refused the premise (%s)", pending.id, ", ".join(n.id for n in verdict.notes))
             self._answered += 1
             return Answer(pending.id, question.id, verdict.refusal, seed, "ok", (), can_retry=False)
-        misses = self._answer_check(question.text, unsafe)
+        history = prompt_turns(turns, question.id) if history is None else history
+        avoid, profile = await self._avoid(question, excluded, taste or (TasteProfile(), frozenset()), one_off)
+        avoid.add(unsafe, "safety note")  # e.g. raw fish when the question says the user is pregnant
+        params["avoid"] = avoid.spellings(self.catalog)
         built = build_prompt(
-            history, question.text, excluded_dishes=excluded, tokenizer=self.generator.tokenizer,
-            budget=self.generator.max_context - self.generation.max_new_tokens,
+            history, question.text, context=profile.prompt_note() or None, excluded_dishes=excluded,
+            tokenizer=self.generator.tokenizer, budget=self.generator.max_context - self.generation.max_new_tokens,
         )
         notice = TRUNCATED_NOTICE if built.question_truncated else None
-        request = GenerationRequest(prompt=built.text, **params)
-        partial = _Partial(on_partial)
-        attempts = 1
-        while True:
-            # The last allowed attempt is not watched: it becomes the answer whatever it names.
-            watch = (*excluded, *unsafe) if attempts <= self.max_retries_for_dish else ()
-            try:
-                text, result = await self._stream(request, partial, watch)
-            except GeneratorBusy as exc:
-                if retry_of is not None:
-                    await self.store.delete_turn(pending.id)  # nothing ran; the retry is undone whole
-                else:
-                    await self.store.finish_answer(pending.id, status="failed", error=BUSY_REASON)
-                raise ConversationBusy(str(exc)) from exc
-            except asyncio.CancelledError:
-                await asyncio.shield(self.store.finish_answer(pending.id, status="failed", error="cancelled"))
-                raise
-            except Exception as exc:
-                log.exception("generation failed for turn %d", pending.id)
-                await self.store.finish_answer(pending.id, status="failed", error=f"{type(exc).__name__}: {exc}")
-                return Answer(pending.id, question.id, FAILED_TEXT, request.seed, "failed", (), notice)
-            dishes = self._dishes_in([text])
-            problem = "names a dish to avoid" if result is None or set(dishes) & set(excluded) else misses(text)
-            if problem is None:
-                break
-            if attempts > self.max_retries_for_dish:
-                log.warning("turn %d still %s after %d samples; kept", pending.id, problem, attempts)
-                break
-            attempts += 1
-            request = GenerationRequest(**{**asdict(request), "seed": self.seed_source()})
+        drawer = AnswerDrawer(self.generator, self.catalog, max_resamples=self.max_retries_for_dish,
+                              seed_source=self.seed_source)
+
+        async def resampled(request: GenerationRequest, attempts: int) -> None:
             # The front end's partial text starts over with the new sample.
             await self.store.update_turn(pending.id, seed=request.seed, attempts=attempts)
-        if attempts > 1:
-            log.info("turn %d: %d samples (turned down %s)", pending.id, attempts, list(excluded))
-        final = text.strip()
-        if final and verdict is not None and verdict.cautions:
-            final = "\n\n".join([final, *verdict.cautions])  # stored as shown: the caution is part of the answer
-        values: dict[str, Any] = {"seed": request.seed, "attempts": attempts}
-        if result is not None:
+
+        try:
+            drawn = await drawer.draw(GenerationRequest(prompt=built.text, **params), avoid, Partial(on_partial),
+                                      resampled, check=self._answer_check(question.text))
+        except GeneratorBusy as exc:
+            if retry_of is not None:
+                await self.store.delete_turn(pending.id)  # nothing ran; the retry is undone whole
+            else:
+                await self.store.finish_answer(pending.id, status="failed", error=BUSY_REASON)
+            raise ConversationBusy(str(exc)) from exc
+        except asyncio.CancelledError:
+            await asyncio.shield(self.store.finish_answer(pending.id, status="failed", error="cancelled"))
+            raise
+        except Exception as exc:
+            log.exception("generation failed for turn %d", pending.id)
+            await self.store.finish_answer(pending.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            return Answer(pending.id, question.id, FAILED_TEXT, seed, "failed", (), notice)
+        if drawn.attempts > 1:
+            log.info("turn %d: %d samples to avoid %s", pending.id, drawn.attempts, avoid.reasons())
+        values: dict[str, Any] = {"seed": drawn.request.seed, "attempts": drawn.attempts}
+        if drawn.result is not None:
+            result = drawn.result
             values.update(
                 prompt_tokens=result.prompt_tokens, new_tokens=result.new_tokens, ttft_ms=result.ttft_s * 1000,
                 total_ms=result.total_s * 1000, adapter_name=result.adapter.name,
                 adapter_version=result.adapter.version,
             )
-        await self.store.finish_answer(pending.id, status="ok", text=final, **values)
+        if drawn.blocked:
+            return await self._fallback(pending.id, question, drawn, profile, avoid, values, notice)
+        final = drawn.text.strip()
+        if final and verdict is not None and verdict.cautions:
+            final = "\n\n".join([final, *verdict.cautions])  # stored as shown: the caution is part of the answer
+        if self.taste is not None:
+            await self.taste.store.finish_answer(pending.id, user_id, drawn.dishes, self.taste.clock(), text=final,
+                                                 **values)
+        else:
+            await self.store.finish_answer(pending.id, status="ok", text=final, **values)
         self._answered += 1
-        return Answer(pending.id, question.id, final or EMPTY_TEXT, request.seed, "ok", dishes, notice)
+        shown = final or EMPTY_TEXT
+        if profile.allergies and not drawn.dishes:
+            shown = f"{shown}\n\n{taste_text.check_ingredients(profile.allergies)}"
+        return Answer(pending.id, question.id, shown, drawn.request.seed, "ok", drawn.dishes, notice)
 
-    async def _stream(
-        self, request: GenerationRequest, partial: _Partial, watch: tuple[str, ...]
-    ) -> tuple[str, GenerationResult | None]:
-        """Run one sample. Returns (text, result); result is None when it was stopped for naming a watched dish."""
-        stream = self.generator.stream(request)  # raises GeneratorBusy at once when the queue is full
-        text = ""
-        try:
-            async for delta in stream:
-                text += delta
-                if watch and set(self._dishes_in([text])) & set(watch):
-                    await stream.aclose()
-                    return text, None
-                await partial.send(text)
-        except BaseException:
-            await stream.aclose()
-            raise
-        result = stream.result
-        return (result.text if result is not None else text), result
-
-
-class _Partial:
-    """Forwards partial text to the front end; a failing callback is logged once and then left alone."""
-
-    def __init__(self, callback: DeltaCallback | None) -> None:
-        self.callback = callback
-
-    async def send(self, text: str) -> None:
-        if self.callback is None or not text:
-            return
-        try:
-            await self.callback(text)
-        except Exception:
-            log.warning("partial-answer callback failed; streaming to this user stops", exc_info=True)
-            self.callback = None
+    async def _fallback(self, turn_id: int, question: Turn, drawn: Any, profile: TasteProfile, avoid: AvoidList,
+                        values: dict[str, Any], notice: str | None) -> Answer:
+        """Every sample named a dish with one of the user's allergens: the turn fails; the user gets a refusal."""
+        named = [b.dish for b in drawn.blocked]
+        allergens = [a for a in profile.allergies if any(f"allergy:{a}" in b.reasons for b in drawn.blocked)]
+        asked = bool(avoid.guaranteed & set(self._dishes_in([question.text])))
+        log.warning("turn %d: %d samples all named allergen dishes %s; fallback shown", turn_id, drawn.attempts, named)
+        await self.store.finish_answer(turn_id, status="failed", error=f"allergy guarantee: samples named {named}",
+                                       **values)
+        text = taste_text.fallback(allergens or profile.allergies, asked_for_it=asked)
+        return Answer(turn_id, question.id, text, drawn.request.seed, "failed", (), notice, fallback=True)

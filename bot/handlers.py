@@ -29,6 +29,7 @@ from telegram.ext import (
 from bot.conversation import Answer, ConversationBusy, ConversationService, DeltaCallback, RetryRefused
 from bot.korean import with_particle
 from bot.settings import Settings
+from bot.taste_handlers import TasteHandlers, confirm_keyboard
 from bot.telegram_gate import Ticket, UserGate, UserGateRefused
 from bot.telegram_io import SafeSender
 from bot.telegram_stream import AnswerStream, typing
@@ -47,7 +48,9 @@ GREETING = (
 HELP = (
     "메추리는 먹고 싶은 분위기를 말하면 메뉴를 골라 드려요.\n\n"
     "/start 인사와 예시 질문\n/help 이 도움말\n/reset 새 대화 시작 (이전 이야기는 참고하지 않아요)\n"
-    "/forget 저장된 내 대화 기록 모두 삭제\n\n"
+    "/taste 내 입맛(알레르기·식단·싫어하는 것) 보기와 고치기\n"
+    "/forget 저장된 내 대화 기록과 입맛 기록 모두 삭제\n\n"
+    "\"나 새우 알레르기 있어\", \"오이 싫어해\"처럼 말해 주시면 기억해 둘지 여쭤보고, 다음 추천부터 반영해요.\n"
     "단체방에서는 @{username} 을 붙이거나 제 메시지에 답장으로 물어봐 주세요."
 )
 HELP_HINT = "그 명령은 몰라요. 쓸 수 있는 명령은 /help 에서 볼 수 있어요."
@@ -57,7 +60,7 @@ NON_TEXT = "사진이나 스티커, 음성은 아직 볼 줄 몰라요. 먹고 �
 EMPTY_MENTION = "네, 부르셨어요? 어떤 음식이 당기는지 말씀해 주세요."
 BUSY = "지금 주문이 밀려 있어요 🙏 질문은 받아 두었어요. 잠시 후에 다시 보내 주세요."
 RESET_DONE = "새 대화를 시작했어요. 이전 이야기는 빼고 처음부터 추천해 드릴게요."
-FORGET_ASK = "지금까지 저장된 내 대화 기록을 모두 지울까요? 지우면 되돌릴 수 없어요."
+FORGET_ASK = "지금까지 저장된 내 대화 기록과 입맛 기록을 모두 지울까요? 지우면 되돌릴 수 없어요."
 FORGET_CANCELLED = "취소했어요. 기록은 그대로 있어요."
 NOT_YOURS = "본인만 누를 수 있는 버튼이에요."
 BAD_BUTTON = "이 버튼은 처리할 수 없어요. 새로 질문해 주세요."
@@ -70,11 +73,19 @@ FORGET_DATA = re.compile(r"forget:(yes|no):([1-9][0-9]{0,19})")
 MAX_CALLBACK_BYTES = 64
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 
-Run = Callable[[DeltaCallback], Awaitable[Answer]]
+Run = Callable[[DeltaCallback], Awaitable[Answer | None]]  # None: nothing to deliver (a taste choice alone)
 
 
 def retry_keyboard(turn_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton(RETRY_LABEL, callback_data=f"retry:{turn_id}")]])
+
+
+def answer_keyboard(answer: Answer) -> InlineKeyboardMarkup | None:
+    if answer.status == "ok":  # a refused premise gets no "다른 거": it would only refuse again
+        return retry_keyboard(answer.turn_id) if answer.can_retry else None
+    if answer.status == "ask":  # a taste statement to confirm before it is remembered
+        return confirm_keyboard(answer.question_turn_id)
+    return None
 
 
 def parse_retry(data: str | None) -> int | None:
@@ -125,6 +136,7 @@ class Handlers:
         app.add_handler(CommandHandler("status", self.status))
         app.add_handler(CallbackQueryHandler(self.on_retry, pattern=r"^retry:"))
         app.add_handler(CallbackQueryHandler(self.on_forget_choice, pattern=r"^forget:"))
+        TasteHandlers(self).register(app)  # /taste and its buttons, the 예/아니요 of a taste statement
         app.add_handler(CallbackQueryHandler(self.on_stray_callback))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.COMMAND, self.on_unknown_command))
@@ -276,10 +288,12 @@ class Handlers:
         except BaseException:
             await stream.abandon()
             raise
+        if answer is None:
+            await stream.abandon()
+            return None
         await ticket.wait_previous()
         text = f"{answer.notice}\n\n{answer.text}" if answer.notice else answer.text
-        keyboard = retry_keyboard(answer.turn_id) if answer.status == "ok" and answer.can_retry else None
-        await stream.finish(text, keyboard)
+        await stream.finish(text, answer_keyboard(answer))
         return answer
 
     # --- callbacks ------------------------------------------------------------------------------------------------

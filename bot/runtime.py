@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.conversation import resolve_adapter
+from bot.adapters import resolve_adapter
 from bot.settings import Settings, check_fits_context
 
 log = logging.getLogger(__name__)

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     user_cooldown_s: float = Field(default=1.0, ge=0.0)
     max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
     stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
+    variety_days: float = Field(default=7.0, ge=0.0)  # a dish recommended this recently is avoided (0: off)
 
     # `mechuri bot --webhook`: Telegram POSTs updates to webhook_url; this process listens behind a reverse proxy.
     webhook_url: str | None = None
@@ -201,6 +202,7 @@ _HINTS: dict[str, str] = {
                       f"({MIN_PROMPT_TOKENS} tokens) must fit the model's {POLYGLOT_CONTEXT}-token context",
     "webhook_port": "a port number, e.g. 8080",
     "replica_lease_s": "seconds, at least 0.5",
+    "variety_days": "days, 0 or more (0 turns variety across days off)",
 }
 
 

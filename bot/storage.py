@@ -324,7 +324,7 @@ class Store:
         adapter_version: str | None,
     ) -> Turn:
         """Create the `pending` assistant turn before generation starts, so a crash leaves a trace of it."""
-        _, turn = await self._run(self._begin_answer, question, seed, params, adapter_name, adapter_version, 0)
+        _, turn, _ = await self._run(self._begin_answer, question, seed, params, adapter_name, adapter_version, 0)
         return turn
 
     async def begin_answer(
@@ -333,11 +333,22 @@ class Store:
     ) -> tuple[Sequence[Any], Turn]:
         """The conversation's recent turns (id, role, text, status and reply_to, oldest first) and a new `pending`
         answer row, in one transaction."""
+        history, turn, _ = await self._run(self._begin_answer, question, seed, params, adapter_name,
+                                           adapter_version, history_limit)
+        return history, turn
+
+    async def begin_answer_with(
+        self, question: Turn, also: Callable[[Any], T], *, seed: int, params: dict[str, Any],
+        adapter_name: str | None, adapter_version: str | None, history_limit: int = HISTORY_LIMIT,
+    ) -> tuple[Sequence[Any], Turn, T]:
+        """begin_answer, plus `also(connection)` in the same transaction (the user's taste is read there, see
+        bot/taste_store.py): one job instead of two. history_limit=0 reads no history (a retry brings its own)."""
         return await self._run(self._begin_answer, question, seed, params, adapter_name, adapter_version,
-                               history_limit)
+                               history_limit, also)
 
     def _begin_answer(self, question: Turn, seed: int, params: dict[str, Any], adapter_name: str | None,
-                      adapter_version: str | None, history_limit: int) -> tuple[Sequence[Any], Turn]:
+                      adapter_version: str | None, history_limit: int,
+                      also: Callable[[Any], Any] | None = None) -> tuple[Sequence[Any], Turn, Any]:
         values = {"conversation_id": question.conversation_id, "role": "assistant", "text": "", "status": "pending",
                   "reply_to": question.id, "seed": seed, "params": params, "adapter_name": adapter_name,
                   "adapter_version": adapter_version, "attempts": 1, "created_at": utcnow(),
@@ -350,13 +361,14 @@ class Store:
                                       {"conversation_id": question.conversation_id, "limit": history_limit})
                     history = list(reversed(rows.all()))
                 turn_id = db.execute(_INSERT_TURN, values).scalar_one()
+                extra = also(db) if also is not None else None
         except IntegrityError:
             # The question (or its whole conversation) was deleted meanwhile, by /forget in another chat or process.
             with self.engine.connect() as db:
                 if db.execute(select(exists().where(_T.c.id == question.id))).scalar():
                     raise
             raise QuestionGone(f"question {question.id} was deleted before its answer was stored") from None
-        return history, Turn(id=turn_id, **values)
+        return history, Turn(id=turn_id, **values), extra
 
     async def update_turn(self, turn_id: int, **values: Any) -> None:
         await self._run(self._update_turn, turn_id, values)
@@ -394,10 +406,11 @@ class Store:
     def _forget_user(self, user_id: int) -> int:
         with self.sessions.begin() as session:
             conversation_ids = select(Conversation.id).where(Conversation.user_id == user_id)
+            taste = _taste_store.delete_taste_rows(session, user_id)  # taste profile and variety log
             turns = session.execute(delete(Turn).where(Turn.conversation_id.in_(conversation_ids)))
             conversations = session.execute(delete(Conversation).where(Conversation.user_id == user_id))
             users = session.execute(delete(User).where(User.id == user_id))
-        return sum((r.rowcount or 0) for r in (turns, conversations, users))
+        return taste + sum((r.rowcount or 0) for r in (turns, conversations, users))
 
     # --- reads --------------------------------------------------------------------------------------------------
 
@@ -440,3 +453,8 @@ class Store:
     def _scalar(self, query: Any) -> Any:
         with self.sessions() as session:
             return session.scalar(query)
+
+
+# The taste tables (bot/taste_store.py) are part of this schema: loading them here keeps Base.metadata whole for
+# Alembic and for forget_user. At the bottom, since that module builds on the names above.
+from bot import taste_store as _taste_store  # noqa: E402

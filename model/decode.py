@@ -93,6 +93,7 @@ class DecodeBatch:
     def release(self, slot: int) -> None:
         self.state.active[slot] = 0
         self.state.position[slot] = 0
+        self.state.banned[slot] = False  # the next request in this slot starts with no bans unless it sets its own
 
     def ban(self, slot: int, ids: Sequence[int]) -> None:
         """The tokens `slot` may not choose next (its phrase bans, recomputed by the host between steps)."""

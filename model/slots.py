@@ -112,7 +112,8 @@ class SlotState(Rows):
         self.min_new[slot] = request.min_new_tokens
         self.presence[slot] = False
         self.presence[slot, torch.tensor(prompt_ids, dtype=torch.long, device=self.device)] = True
-        self.banned[slot] = False
+        # `banned` is not reset here: the host wrote the slot's phrase bans just before its prefill, and they must
+        # hold for the first token too. DecodeBatch.release clears them when the slot is freed.
         self.utf8[slot] = 0
 
     def advance(self, slots: torch.Tensor | slice, tokens: torch.Tensor, after_utf8: torch.Tensor) -> None:

@@ -32,9 +32,9 @@ class GeneratorClosed(ModelError):
 class GenerationRequest:
     """One generation. `temperature == 0` means greedy decoding (the seed is then irrelevant).
 
-    `avoid` lists phrases (dish names the user turned down) whose token sequences are banned while sampling. It works
-    at the token level, so a phrase reached through an unusual tokenisation can still slip through: callers that must
-    be sure check the text afterwards.
+    `avoid` lists phrases never to generate (every spelling of the dishes the user turned down, or that carry their
+    allergens: over a thousand for some allergies), banned on bytes while sampling (model/avoid.py). A spelling the
+    caller does not list can still appear: callers that must be sure check the text afterwards.
     """
 
     prompt: str

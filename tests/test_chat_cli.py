@@ -221,3 +221,25 @@ def test_an_answer_budget_larger_than_the_model_context_fails_clearly(tiny_model
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "MECHURI_MAX_NEW_TOKENS is too large for this model (got 1000)" in proc.stderr
     assert "at most 960" in proc.stderr
+
+
+async def test_run_chat_confirms_taste_statements_with_a_y_n_line(db: Path) -> None:
+    from bot.taste import allergy, diet
+    from model import DishCatalog
+
+    gen = FakeGenerator(["새우튀김 어때요?", "비빔밥 어때요?", "냉면 어때요?", "된장찌개 어때요?"])
+    lines = ["나 새우 알레르기 있어. 저녁 추천해줘", "y", "/taste", "오이 싫어해", "점심 추천해줘",
+             "/taste 식단 채식", "/taste 알레르기 계란", "/taste 지우기 새우", "/taste 식단 케토", "요즘 채식 중이야", ""]
+    out = io.StringIO()
+    async with service_on(db, gen, catalog=DishCatalog.load()) as service:
+        assert await run_chat(service, lines, out) == 0
+        profile = await service.taste.store.profile(0)
+    said = answers_in(out.getvalue())
+    assert said[:3] == ["새우 알레르기를 기억해 둘까요? (y/N)", "기억했어요 ✅", "비빔밥 어때요?"]  # 새우튀김 resampled
+    assert said[3] == "🍽 내 입맛 기록" and "• 알레르기: 새우" in out.getvalue()
+    # "점심 추천해줘" was neither yes nor no: the statement was declined and the line answered as a new message
+    assert said[4:7] == ["오이를 싫어하신다고 기억해 둘까요? (y/N)", "알겠어요, 기억하지 않을게요.", "냉면 어때요?"]
+    assert said[7:10] == ["식단: 채식 켰어요.", "달걀 알레르기를 기억했어요.", "새우 지웠어요."]
+    assert said[10].startswith("식단은 이 중에서") and said[11:] == ["이미 기억하고 있어요."]
+    assert profile.items == (diet("veg"), allergy("달걀"))
+    assert len(gen.requests) == 3

@@ -98,7 +98,8 @@ async def test_the_service_resamples_an_answer_that_misses_the_request(tmp_path:
     async with service_on(db, gen, catalog=catalog) as service:
         spicy = await service.reply(1, 1, "입안이 얼얼할 만큼 매운 걸로")
         retried = await service.retry(1, 1, spicy.turn_id)  # the retry keeps the question's wish
-        plain = await service.reply(1, 1, "점심 뭐 먹지")  # nothing to check: the first sample stands
+        # Nothing to check: the first sample stands (another user: for user 1, 떡볶이 is now a recent dish to vary).
+        plain = await service.reply(3, 3, "점심 뭐 먹지")
     assert spicy.text == "낙지볶음 어때요?" and len(gen.requests) == 5
     assert retried.text == "떡볶이 어때요?" and plain.text == "떡볶이 어때요?"
 

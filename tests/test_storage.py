@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect
 from bot.storage import Base, QuestionGone, Store, alembic_config, run_downgrade, run_upgrade, sync_url
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"users", "conversations", "turns", "replicas", "user_locks"}
+TABLES = {"users", "conversations", "turns", "replicas", "user_locks", "taste_items", "recommended_dishes"}
 
 
 def url_of(path: Path) -> str:

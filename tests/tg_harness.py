@@ -78,7 +78,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what:
 @asynccontextmanager
 async def telegram_bot(
     tmp_path: Path, generator: Any = None, *, db: Any = None, latency_s: float = 0.0, replica: bool = False,
-    **overrides: Any
+    catalog: Any = None, **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """`replica`: join the database's replicas first, as `mechuri bot` does (on PostgreSQL: shared user locks)."""
     db = db or await asyncio.to_thread(fresh_db, tmp_path)
@@ -89,7 +89,7 @@ async def telegram_bot(
     if membership is not None:
         await membership.start()
     api = FakeBotAPI()
-    service = build_service(settings, store, generator)
+    service = build_service(settings, store, generator, catalog)
     app = build_application(settings, service, request=FakeRequest(api, latency_s=latency_s),
                             get_updates_request=FakeRequest(api))
     try:
