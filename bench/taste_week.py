@@ -38,10 +38,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from common import append_docs, command_line, cpu_line, markdown_table, median, today  # noqa: E402
 
 from bot.conversation import Answer, ConversationService  # noqa: E402
+from bot.korean import with_particle  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
 from bot.storage import Store, run_upgrade  # noqa: E402
 from bot.taste import TasteItem, allergy, diet, diet_conflict  # noqa: E402
-from bot.taste_parse import with_particle  # noqa: E402
 from model import DishCatalog  # noqa: E402
 
 QUESTIONS = [

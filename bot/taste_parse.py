@@ -75,12 +75,6 @@ def shared_kiwi() -> Any:
     return kiwi
 
 
-def with_particle(word: str, particle: str) -> str:
-    """`word` + a particle in the form that fits it: 오이를, 김치찌개를, 새우는 (kiwipiepy's Kiwi.join)."""
-    tags = {"을": "JKO", "를": "JKO", "은": "JX", "는": "JX", "이": "JKS", "가": "JKS", "와": "JC", "과": "JC"}
-    return shared_kiwi().join([(word, "NNG"), (particle, tags[particle])])
-
-
 def ingredient_index(catalog: DishCatalog, kiwi: Any) -> dict[str, frozenset[str]]:
     """Ingredient word → the dishes whose names contain it as a word (kiwipiepy nouns of every spelling, plus a
     split of the spelling into known words: 콩나물국 = 콩나물 + 국, 파전 = 파 + 전, but not 파스타 = 파 + ?)."""

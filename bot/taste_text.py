@@ -1,7 +1,7 @@
 """The Korean copy of taste: confirming a statement, the /taste view, and the allergy lines of an answer.
 
 Shared by Telegram (bot/taste_handlers.py) and the terminal (bot/chat_taste.py). Particles after a word we do not
-know in advance come from kiwipiepy's Kiwi.join (bot.taste_parse.with_particle); fixed words carry fixed particles.
+know in advance come from kiwipiepy's Kiwi.join (bot.korean.with_particle); fixed words carry fixed particles.
 None of these lines names a catalog dish: an allergen word is never a dish name (a test checks), so a fallback
 cannot break the allergy guarantee itself.
 """
@@ -26,7 +26,7 @@ def _join(words: Sequence[str]) -> str:
 
 
 def _with_object(word: str) -> str:
-    from bot.taste_parse import with_particle
+    from bot.korean import with_particle
 
     return with_particle(word, "를")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bot import taste_text
+from bot.korean import with_particle
 from bot.taste import ALLERGEN_ORDER, TasteItem, TasteProfile, TasteRules, allergy, diet
-from bot.taste_parse import TasteReader, with_particle
+from bot.taste_parse import TasteReader
 from model import DishCatalog
 
 
