@@ -35,9 +35,15 @@ from bot.conversation import Answer  # noqa: E402
 from bot.storage import run_upgrade  # noqa: E402
 
 
+DISHES = ("김치찌개", "된장찌개", "비빔밥", "불고기", "칼국수", "냉면", "떡볶이", "순두부찌개", "제육볶음", "잡채",
+          "갈비탕", "삼계탕", "김밥", "라면", "짜장면", "짬뽕", "콩나물국밥", "해물파전", "닭갈비", "부대찌개")
+
+
 def echo(prompt: str, seed: int) -> str:
+    # A different dish per answer, as a real model's would be: one dish every time would trip the variety check
+    # (a dish recommended in the last days is avoided) and measure resampling instead of overhead.
     question = prompt.rsplit("### 질문:", 1)[1].split("\n\n### 답변:", 1)[0].strip()
-    return f"[{question}] 오늘은 김치찌개 어때요? 얼큰하고 든든해요."
+    return f"[{question}] 오늘은 {DISHES[seed % len(DISHES)]} 어때요? 든든해요."
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,9 +51,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+CATALOG: object = None  # the real dish catalog unless --no-catalog: taste, variety and the fit check run as in the bot
+
+
 async def sequential(workdir: Path, messages: int, warmup: int) -> dict[str, float]:
     gen = FakeGenerator(echo, chunk=10_000)
-    async with telegram_bot(workdir, gen, db=workdir / "history.db") as h:
+    async with telegram_bot(workdir, gen, db=workdir / "history.db", catalog=CATALOG) as h:
         for i in range(warmup):
             await h.text(1_000_000 + i, 1_000_000 + i, "워밍업")
         h.api.calls.clear()
@@ -132,7 +141,7 @@ def check_database(db: Path, users: int, per_user: int) -> tuple[int, int]:
 async def burst(workdir: Path, users: int, per_user: int, timeout_s: float) -> dict[str, float]:
     gen = FakeGenerator(echo, chunk=10_000)
     total = users * per_user
-    async with telegram_bot(workdir, gen, db=workdir / "history.db") as h:
+    async with telegram_bot(workdir, gen, db=workdir / "history.db", catalog=CATALOG) as h:
         updates = [h.api.message_update(u + 1, u + 1, f"u{u} m{m}") for m in range(per_user) for u in range(users)]
         start = time.perf_counter()
         await h.feed(updates)
@@ -167,8 +176,15 @@ async def main() -> None:
     parser.add_argument("--per-user", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the burst's answers")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-catalog", action="store_true",
+                        help="no dish catalog: no taste, variety or fit check (the bot before those existed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    global CATALOG
+    if not args.no_catalog:
+        from model import DishCatalog
+
+        CATALOG = DishCatalog.load()
     with tempfile.TemporaryDirectory() as tmp:
         first, second = Path(tmp, "seq"), Path(tmp, "burst")
         for folder in (first, second):
