@@ -386,7 +386,9 @@ class ConversationService:
             return Answer(pending.id, question.id, FAILED_TEXT, seed, "failed", (), notice)
         if drawn.attempts > 1:
             log.info("turn %d: %d samples to avoid %s", pending.id, drawn.attempts, avoid.reasons())
-        values: dict[str, Any] = {"seed": drawn.request.seed, "attempts": drawn.attempts}
+        # The prompt and the model's own words, exactly: preference training replays them (bot/feedback_export.py).
+        values: dict[str, Any] = {"seed": drawn.request.seed, "attempts": drawn.attempts, "prompt": built.text,
+                                  "completion": drawn.text.strip()}
         if drawn.result is not None:
             result = drawn.result
             values.update(

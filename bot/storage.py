@@ -119,6 +119,7 @@ class Turn(Base):
     __table_args__ = (
         CheckConstraint("role IN ('user', 'assistant')", name="ck_turns_role"),
         CheckConstraint("status IN ('ok', 'rejected', 'failed', 'pending')", name="ck_turns_status"),
+        CheckConstraint("vote IN ('up', 'down')", name="ck_turns_vote"),
         Index("ix_turns_conversation_id", "conversation_id", "id"),
         Index("ix_turns_status", "status"),  # recover() looks for leftover pending turns at startup
         Index("ix_turns_reply_to", "reply_to"),  # "is this question answered yet?" (replicas keep a user's order)
@@ -144,6 +145,12 @@ class Turn(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The bot process that wrote the turn: a pending answer is recovered only once that process is gone.
     replica_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("replicas.id", ondelete="SET NULL"))
+    # Feedback for preference training (migration 0003): the exact prompt the model saw, its own words (`text` may
+    # add safety cautions after them), and the user's 👍/👎. A "다른 거" press is status 'rejected'.
+    prompt: Mapped[str | None] = mapped_column(Text)
+    completion: Mapped[str | None] = mapped_column(Text)
+    vote: Mapped[str | None] = mapped_column(String(8))  # "up" | "down"
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Replica(Base):

@@ -81,6 +81,10 @@ async def test_retry_rejects_the_answer_and_draws_a_new_seed(db: Path) -> None:
     assert "짬뽕" not in gen.prompts[2]
     assert "### 질문: 매운 요리 추천해줘\n\n### 답변: 짜장면 어때요?" in gen.prompts[2]
     assert gen.prompts[2].count("매운 요리 추천해줘") == 1
+    # Preference training replays each answer on exactly the prompt the model saw, with the model's own words.
+    saved = dict((r[0], r[1:]) for r in rows(db, "SELECT id, prompt, completion FROM turns WHERE role = 'assistant'"))
+    assert saved[first.turn_id] == (gen.prompts[0], "짬뽕 어때요?")
+    assert saved[second.turn_id] == (gen.prompts[1], "짜장면 어때요?")
 
 
 async def test_a_question_with_only_a_rejected_answer_is_left_out(db: Path) -> None:

@@ -104,6 +104,25 @@ def test_0004_keeps_the_turns_it_finds(empty_url: str) -> None:
     engine.dispose()
 
 
+def test_0003_keeps_the_turns_and_accepts_only_up_or_down_votes(empty_url: str) -> None:
+    run_upgrade(empty_url, "0002")
+    engine = create_engine(sync_url(empty_url))
+    with engine.begin() as db:
+        db.exec_driver_sql("INSERT INTO users (id, created_at, last_seen_at) VALUES (5, '2026-01-01', '2026-01-01')")
+        db.exec_driver_sql("INSERT INTO conversations (id, user_id, chat_id, opened_at) VALUES (1, 5, 5, '2026-01-01')")
+        db.exec_driver_sql("INSERT INTO turns (id, conversation_id, role, text, status, attempts, created_at) "
+                           "VALUES (1, 1, 'assistant', '김치찌개 어때요?', 'rejected', 1, '2026-01-01')")
+    run_upgrade(empty_url, "0003")
+    with engine.connect() as db:
+        rows = db.exec_driver_sql("SELECT id, text, status, prompt, completion, vote FROM turns").all()
+    assert rows == [(1, "김치찌개 어때요?", "rejected", None, None, None)]
+    with engine.begin() as db:
+        db.exec_driver_sql("UPDATE turns SET vote = 'up' WHERE id = 1")
+    with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as db:
+        db.exec_driver_sql("UPDATE turns SET vote = 'meh' WHERE id = 1")
+    engine.dispose()
+
+
 def test_migrations_match_the_models(empty_url: str) -> None:
     run_upgrade(empty_url)
     engine = create_engine(sync_url(empty_url))
