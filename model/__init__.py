@@ -7,7 +7,13 @@ imported only when something that needs it is touched.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# On AVX512-BF16 CPUs bitsandbytes looks for an optional hub kernel when it is first imported (transformers may
+# import it before any of our loading code runs) and warns that it is missing. We keep 4-bit layers off that path
+# (model/loading.py keep_4bit_layout), so the warning is nothing a user could act on. Setting the level needs no import.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 _EXPORTS: dict[str, str] = {
     # pure Python

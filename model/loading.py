@@ -155,9 +155,6 @@ def quiet_transformers() -> None:
     # bitsandbytes' 8-bit path on CPU warns, and logs, on every matmul.
     warnings.filterwarnings("ignore", module="bitsandbytes")
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub kernel at import and warns when it is missing; we keep
-    # 4-bit layers off that path anyway (keep_4bit_layout), so the warning is nothing a user could act on.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def load_base(base: str, *, quantization: str = "none", device: str | None = None, dtype: Any = None) -> Any:
