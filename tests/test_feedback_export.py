@@ -12,8 +12,9 @@ import pytest
 from bot_fixtures import service_on
 from databases import SqliteDatabase
 from fakes import FakeCatalog, FakeGenerator
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.feedback_export import ExportOptions, FeedbackExportError, export_feedback
+from bot.feedback_export import ExportOptions, FeedbackExportError, export_feedback, open_readonly
 from bot.storage import run_upgrade
 from mechuri.cli import main
 
@@ -133,10 +134,10 @@ async def test_identical_rows_are_written_once(db, tmp_path: Path) -> None:
     assert OTHER_NAME.encode() not in raw and str(OTHER_USER).encode() not in raw
 
 
-async def test_since_adapter_version_and_min_pairs(db, tmp_path: Path) -> None:
+async def test_since_adapter_version_and_min_pairs(database, tmp_path: Path) -> None:
     gen = FakeGenerator(list(itertools.chain.from_iterable(
         [f"{a} 어때요?", f"{b} 어때요?", f"{c} 어때요?"] for a, b, c in [DISHES[:3], DISHES[3:], DISHES[1:4]])))
-    async with service(db, gen) as svc:
+    async with service(database, gen) as svc:
         chains = []
         for question in ("중식 추천해줘", "시원한 건?"):
             first = await svc.reply(CHAT, USER, question, user_name=NAME)
@@ -150,16 +151,16 @@ async def test_since_adapter_version_and_min_pairs(db, tmp_path: Path) -> None:
             await svc.store.update_turn(answer.turn_id, created_at=datetime(2020, 5, 1, 12, tzinfo=UTC))
         # One chain's kept answer comes from the new adapter: a mixed pair, left out by --adapter-version.
         await svc.store.update_turn(chains[1][2].turn_id, adapter_version=new.version)
-    rows, report = export(db, tmp_path)
+    rows, report = export(database, tmp_path)
     assert len(rows) == 2 + 2 + 1 and report.adapter_versions == {"base": 2, "mixed": 2, new.version: 1}
-    rows, report = export(db, tmp_path, since=date(2021, 1, 1))
+    rows, report = export(database, tmp_path, since=date(2021, 1, 1))
     assert len(rows) == 3 and report.filtered == 2 and gen.prompts[0] not in {r["prompt"] for r in rows}
-    rows, report = export(db, tmp_path, adapter_version=new.version)
+    rows, report = export(database, tmp_path, adapter_version=new.version)
     assert rows == [{"prompt": gen.prompts[6], "chosen": f" {DISHES[2]} 어때요?", "rejected": f" {DISHES[1]} 어때요?",
                      "adapter_version": new.version}]
-    rows, report = export(db, tmp_path, min_pairs=2)
+    rows, report = export(database, tmp_path, min_pairs=2)
     assert len(rows) == 4 and report.below_min_pairs == 1
-    rows, report = export(db, tmp_path, format="kto", min_pairs=3)
+    rows, report = export(database, tmp_path, format="kto", min_pairs=3)
     assert {r["prompt"] for r in rows} == {gen.prompts[0], gen.prompts[3]} and report.below_min_pairs == 2
 
 
@@ -181,7 +182,7 @@ async def test_held_out_split_keeps_each_prompt_on_one_side(db, tmp_path: Path) 
     assert again == rows  # deterministic
 
 
-async def test_the_file_loads_with_datasets_and_trains_one_dpo_step(db, tmp_path: Path, tiny_model_dir: Path,
+async def test_the_file_loads_with_datasets_and_trains_one_dpo_and_one_kto_step(db, tmp_path: Path, tiny_model_dir: Path,
                                                                     one_torch_thread) -> None:
     gen = FakeGenerator(["짬뽕 어때요?", "짜장면 어때요?", "냉면 어때요?", "비빔밥 어때요?"])
     async with service(db, gen) as svc:
@@ -212,6 +213,28 @@ async def test_the_file_loads_with_datasets_and_trains_one_dpo_step(db, tmp_path
     assert tokenizer.decode(first["chosen_ids"]).startswith(dpo[0]["chosen"])
     result = trainer.train()
     assert result.global_step == 1 and result.training_loss > 0
+
+    from trl import KTOConfig, KTOTrainer
+
+    config = KTOConfig(output_dir=str(tmp_path / "kto"), max_steps=1, per_device_train_batch_size=4, report_to=[],
+                       save_strategy="no", use_cpu=True, max_length=256, dataset_num_proc=None)
+    trainer = KTOTrainer(model=model, args=config, train_dataset=kto, processing_class=tokenizer)
+    assert tokenizer.decode(trainer.train_dataset[0]["prompt_ids"]) == kto[0]["prompt"]
+    assert trainer.train().global_step == 1
+
+
+def test_the_export_cannot_write(database) -> None:
+    engine = open_readonly(database.url)
+    try:
+        with engine.connect() as conn:
+            if database.kind == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA query_only").scalar() == 1
+            else:
+                assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+            with pytest.raises(SQLAlchemyError):
+                conn.exec_driver_sql("DELETE FROM turns")
+    finally:
+        engine.dispose()
 
 
 def test_a_database_before_migration_0003_gets_the_fix(tmp_path: Path, capsys) -> None:
