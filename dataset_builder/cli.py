@@ -136,6 +136,7 @@ def _add_similarity_args(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     dataset = subparsers.add_parser("dataset", help="build the training dataset (Self-Instruct, filter, stats)")
     commands = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+    dataset.commands = commands  # public: another package may add a `mechuri dataset` command (bot/feedback_cli.py)
     dataset.set_defaults(func=lambda args: dataset.print_help() or 2)
 
     g = commands.add_parser("generate", help="generate Alpaca rows from seed tasks with an OpenAI-compatible API")

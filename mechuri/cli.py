@@ -18,6 +18,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "model.demo_cli",
     "bot.cli",
     "dataset_builder.cli",
+    "bot.feedback_cli",  # adds `feedback` to dataset_builder's `dataset` group
 )
 
 
