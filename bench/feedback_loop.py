@@ -44,6 +44,7 @@ from bot.conversation import Answer, ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
 from bot.storage import Store, run_upgrade  # noqa: E402
 from model import DishCatalog  # noqa: E402
+from model.demo import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
 from model.fit import answer_fits, wishes_in  # noqa: E402
 
 HEADING = "## Learning from users: the feedback loop (CPU)"
@@ -146,12 +147,13 @@ async def run_phase(name: str, url: str, generator: FinishLog, catalog: DishCata
     await asyncio.to_thread(run_upgrade, url)
     store = Store(url)
     phase = Phase(name)
-    generation = GenerationDefaults(max_new_tokens=args.max_new_tokens)
+    generation = GenerationDefaults(max_new_tokens=args.max_new_tokens, **DEMO_SAMPLING)  # as `mechuri chat --demo`
     try:
         async def one(user: SimUser) -> None:
             rng = random.Random(seed * 100_003 + user.id)  # the same seeds before and after the reload
             service = ConversationService(store, generator, generation=generation, catalog=catalog,
-                                          adapters_dir=adapters_dir, seed_source=lambda: rng.getrandbits(31))
+                                          adapters_dir=adapters_dir, seed_source=lambda: rng.getrandbits(31),
+                                          max_retries_for_dish=DEMO_RESAMPLES)
             await chat(service, user, asked[user.id], catalog, generator, phase, random.Random(user.id))
 
         await asyncio.gather(*(one(u) for u in population))
@@ -268,8 +270,9 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
     met = drop >= 0.30 and all(v <= 2.0 for v in worse.values())
     body = "\n".join([
         f"Command: `{command_line()}`  ",
-        f"Machine: {cpu_line()}; {today()}; model {model_dir} (demo recipe unless --model), sampling T 0.7, "
-        f"top-p 0.9, rep 1.1, {args.max_new_tokens} new tokens.  ",
+        f"Machine: {cpu_line()}; {today()}; model {model_dir} (demo recipe unless --model), sampling as "
+        f"`mechuri chat --demo` ({', '.join(f'{k} {v}' for k, v in DEMO_SAMPLING.items())}, {DEMO_RESAMPLES} dish "
+        f"resamples), {args.max_new_tokens} new tokens.  ",
         f"Users: {args.users} per run ({', '.join(f'{t}: {d}' for t, d in TASTES.items())}, alternating), "
         f"{args.questions} questions each, up to {MAX_RETRIES} \"다른 거\" per question.  ",
         f"Feedback: {rows} {args.method.upper()} rows exported; training {timings['train']:.0f} s "
