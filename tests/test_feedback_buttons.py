@@ -126,8 +126,8 @@ async def test_forged_and_foreign_votes_are_refused_and_change_nothing(tmp_path:
                               (22, f"vote:{turn_id}:down")):
             await h.press(-50, user_id, answer["message_id"], data)
             assert toasts(h)[-1] == REFUSED_UNKNOWN, (user_id, data)
-        await h.text(22, 22, "/start")  # the other user's own chat, pointing at 11's answer
-        await h.press(-50, 22, answer["message_id"], f"vote:{turn_id}:up")
+        await h.text(11, 11, "/start")  # the same user, but from another chat than the answer's
+        await h.press(11, 11, h.last_message(11)["message_id"], f"vote:{turn_id}:up")
         assert toasts(h)[-1] == REFUSED_UNKNOWN
         assert votes(h.db) == before and labels(h.api.chat_messages(-50)[0]) == [RETRY_LABEL, "👍", "👎"]
         assert not h.api.calls_to("editMessageReplyMarkup")
