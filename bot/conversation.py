@@ -20,6 +20,7 @@ from bot import taste_text
 from bot.adapters import AdapterRefused, resolve_adapter  # noqa: F401  (AdapterRefused is imported from here)
 from bot.answering import AnswerDrawer, DeltaCallback, Partial
 from bot.avoidance import AvoidList
+from bot.feedback_store import FeedbackStore, VoteResult
 from bot.ordering import UserLines
 from bot.settings import GenerationDefaults
 from bot.storage import HISTORY_LIMIT, QuestionGone, Store, Turn, utcnow
@@ -36,6 +37,7 @@ BUSY_REASON = "busy: the generator queue is full"
 REFUSED_UNKNOWN = "그 답변은 찾을 수 없어요. 새로 질문해 주세요."
 REFUSED_STALE = "가장 최근 답변만 다시 고를 수 있어요."
 REFUSED_STATUS = "이미 다시 고른 답변이에요. 새 답변에서 '다른 거'를 눌러 주세요."
+REFUSED_VOTE = "이 답변에는 평가를 남길 수 없어요."
 FORGOTTEN_TEXT = "기록을 지우는 사이에 받은 질문이라, 답하지 않고 함께 지웠어요. 다시 물어봐 주세요."
 
 
@@ -51,6 +53,7 @@ class Answer:
     can_retry: bool = True  # False for a polite refusal: "다른 거" would only refuse again
     proposal: tuple[TasteItem, ...] = ()  # status "ask": what the user is asked to let us remember
     fallback: bool = False  # every sample named a dish with one of the user's allergens: a polite refusal instead
+    can_vote: bool = False  # the model's own non-empty words were stored: a 👍/👎 on them is something to learn from
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class ConversationService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
+        self.feedback = FeedbackStore(store)
         # Fresh random seeds by default; a scripted session (`mechuri chat --seed N`) draws them from a seeded stream.
         self.seed_source = seed_source
         self.generator = generator
@@ -216,6 +220,15 @@ class ConversationService:
                 raise
         finally:
             self._lines.leave(slot)
+
+    async def vote(self, chat_id: int, user_id: int, turn_id: int, up: bool) -> VoteResult:
+        """👍 (up) or 👎 on the user's answer `turn_id`: the latest press wins, a repeated one counts once; never
+        regenerates. RetryRefused for a forged or foreign turn, or one the model did not write. No place in the
+        user's line is needed: it is one compare-and-set (bot/feedback_store.py)."""
+        result = await self.feedback.vote(chat_id, user_id, turn_id, "up" if up else "down", utcnow())
+        if isinstance(result, str):
+            raise RetryRefused(REFUSED_UNKNOWN if result == "unknown" else REFUSED_VOTE)
+        return result
 
     async def reset(self, chat_id: int, user_id: int) -> None:
         """Close the open conversation; the next message opens a new one."""
@@ -410,7 +423,8 @@ class ConversationService:
         shown = final or EMPTY_TEXT
         if profile.allergies and not drawn.dishes:
             shown = f"{shown}\n\n{taste_text.check_ingredients(profile.allergies)}"
-        return Answer(pending.id, question.id, shown, drawn.request.seed, "ok", drawn.dishes, notice)
+        return Answer(pending.id, question.id, shown, drawn.request.seed, "ok", drawn.dishes, notice,
+                      can_vote=bool(values["completion"]))
 
     async def _fallback(self, turn_id: int, question: Turn, drawn: Any, profile: TasteProfile, avoid: AvoidList,
                         values: dict[str, Any], notice: str | None) -> Answer:

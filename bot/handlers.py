@@ -30,6 +30,7 @@ from bot.conversation import Answer, ConversationBusy, ConversationService, Delt
 from bot.korean import with_particle
 from bot.settings import Settings
 from bot.taste_handlers import TasteHandlers, confirm_keyboard
+from bot.telegram_feedback import MAX_CALLBACK_BYTES, TURN_ID, FeedbackHandlers, feedback_keyboard, turn_id_in
 from bot.telegram_gate import Ticket, UserGate, UserGateRefused
 from bot.telegram_io import SafeSender
 from bot.telegram_stream import AnswerStream, typing
@@ -67,22 +68,16 @@ BAD_BUTTON = "이 버튼은 처리할 수 없어요. 새로 질문해 주세요.
 SORRY = "앗, 문제가 생겼어요. 잠시 후 다시 시도해 주세요."
 RELOAD_BROKEN = "어댑터 폴더가 비어 있거나 손상됐거나, 이 모델용이 아니에요. 자세한 내용은 서버 로그에 남겼어요."
 RELOAD_ERROR = "불러오는 중에 예상하지 못한 문제가 생겼어요. 자세한 내용은 서버 로그에 남겼어요."
-RETRY_LABEL = "🔄 다른 거"
-RETRY_DATA = re.compile(r"retry:([1-9][0-9]{0,17})")
+RETRY_DATA = re.compile(rf"retry:({TURN_ID})")
 FORGET_DATA = re.compile(r"forget:(yes|no):([1-9][0-9]{0,19})")
-MAX_CALLBACK_BYTES = 64
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 
 Run = Callable[[DeltaCallback], Awaitable[Answer | None]]  # None: nothing to deliver (a taste choice alone)
 
 
-def retry_keyboard(turn_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(RETRY_LABEL, callback_data=f"retry:{turn_id}")]])
-
-
-def answer_keyboard(answer: Answer) -> InlineKeyboardMarkup | None:
-    if answer.status == "ok":  # a refused premise gets no "다른 거": it would only refuse again
-        return retry_keyboard(answer.turn_id) if answer.can_retry else None
+def answer_keyboard(answer: Answer, *, votes: bool = True) -> InlineKeyboardMarkup | None:
+    if answer.status == "ok":  # a refused premise gets no "다른 거" (it would only refuse again), nor 👍/👎
+        return feedback_keyboard(answer.turn_id, retry=answer.can_retry, votes=votes and answer.can_vote)
     if answer.status == "ask":  # a taste statement to confirm before it is remembered
         return confirm_keyboard(answer.question_turn_id)
     return None
@@ -93,7 +88,7 @@ def parse_retry(data: str | None) -> int | None:
     if not data or len(data.encode()) > MAX_CALLBACK_BYTES:
         return None
     found = RETRY_DATA.fullmatch(data)
-    return int(found.group(1)) if found else None
+    return turn_id_in(found.group(1)) if found else None
 
 
 def addressed_text(message: Message, username: str, bot_id: int) -> str | None:
@@ -123,6 +118,7 @@ class Handlers:
         self.settings = settings
         self.gate = UserGate(cooldown_s=settings.user_cooldown_s)
         self.sender: SafeSender | None = None
+        self.feedback = FeedbackHandlers(self)
         self._draft_ids = itertools.count(1)  # sendMessageDraft needs a non-zero id per draft
 
     def register(self, app: Application) -> None:
@@ -135,6 +131,7 @@ class Handlers:
         app.add_handler(CommandHandler("reload", self.reload))
         app.add_handler(CommandHandler("status", self.status))
         app.add_handler(CallbackQueryHandler(self.on_retry, pattern=r"^retry:"))
+        app.add_handler(CallbackQueryHandler(self.feedback.on_vote, pattern=r"^vote:"))  # 👍/👎 (telegram_feedback)
         app.add_handler(CallbackQueryHandler(self.on_forget_choice, pattern=r"^forget:"))
         TasteHandlers(self).register(app)  # /taste and its buttons, the 예/아니요 of a taste statement
         app.add_handler(CallbackQueryHandler(self.on_stray_callback))
@@ -293,7 +290,7 @@ class Handlers:
             return None
         await ticket.wait_previous()
         text = f"{answer.notice}\n\n{answer.text}" if answer.notice else answer.text
-        await stream.finish(text, answer_keyboard(answer))
+        await stream.finish(text, answer_keyboard(answer, votes=self.settings.feedback_buttons))
         return answer
 
     # --- callbacks ------------------------------------------------------------------------------------------------

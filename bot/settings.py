@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
     stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
     variety_days: float = Field(default=7.0, ge=0.0)  # a dish recommended this recently is avoided (0: off)
+    feedback_buttons: bool = True  # 👍/👎 beside "다른 거" on answers the model wrote (preference data)
 
     # `mechuri bot --webhook`: Telegram POSTs updates to webhook_url; this process listens behind a reverse proxy.
     webhook_url: str | None = None
@@ -203,6 +204,7 @@ _HINTS: dict[str, str] = {
     "webhook_port": "a port number, e.g. 8080",
     "replica_lease_s": "seconds, at least 0.5",
     "variety_days": "days, 0 or more (0 turns variety across days off)",
+    "feedback_buttons": "true or false (on or off)",
 }
 
 

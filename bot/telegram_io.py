@@ -176,13 +176,17 @@ class SafeSender:
 
     async def remove_keyboard(self, chat_id: int, message_id: int) -> bool:
         """Take the inline keyboard off a message. Best effort: a message that is gone or too old is logged, not fatal."""
+        return await self.set_keyboard(chat_id, message_id, None)
+
+    async def set_keyboard(self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None) -> bool:
+        """Replace a message's inline keyboard (None: remove it), best effort like `remove_keyboard`."""
         try:
             await self.call(
-                lambda: self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id, reply_markup=None),
+                lambda: self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id, reply_markup=markup),
                 what="editMessageReplyMarkup",
             )
         except TelegramError as exc:
-            log.info("could not remove the keyboard of message %s: %s", message_id, exc)
+            log.info("could not change the keyboard of message %s: %s", message_id, exc)
             return False
         return True
 
