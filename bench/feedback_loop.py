@@ -134,7 +134,7 @@ async def chat(service: ConversationService, user: SimUser, asked: list[str], ca
                 break
             answer = await service.retry(user.id, user.id, answer.turn_id)
             retries += 1
-        if answer.status == "ok" and hasattr(service, "vote"):
+        if answer.can_vote:
             if bad:
                 await service.vote(user.id, user.id, answer.turn_id, up=False)
             elif rng.random() < UP_SHARE:

@@ -70,7 +70,8 @@ class Answer:
 
     @property
     def complete(self) -> bool:
-        return bool(self.prompt) and bool(self.completion)
+        """Stored since migration 0003; a premise refusal stores neither (it is not the model's words)."""
+        return bool(self.prompt) and self.completion is not None
 
 
 @dataclass
@@ -207,6 +208,8 @@ def label_chain(answers: list[Answer], *, moved_on: bool) -> Chain:
     if not all(a.complete for a in answers):
         return Chain(prompt="", state="partial")
     chain = Chain(prompt=answers[0].prompt or "")
+    # An empty answer (the model said nothing) teaches nothing as either side; the rest of its chain still does.
+    answers = [a for a in answers if a.completion]
     for a in answers:
         if a.status == "rejected" or a.vote == "down":
             chain.rejected.append((a, RETRY if a.status == "rejected" else DOWN))

@@ -71,6 +71,21 @@ async def test_retries_then_moving_on_give_one_pair_per_turned_down_answer(datab
     assert all(not isinstance(v, int) for row in rows for v in row.values())
 
 
+async def test_an_empty_answer_is_left_out_and_its_chain_kept(database, tmp_path: Path) -> None:
+    # The model said nothing (the user saw EMPTY_TEXT and pressed "다른 거"): nothing to learn from that answer, but
+    # the chain's prompt is still the first one and the other turned-down answer still pairs with the kept one.
+    gen = FakeGenerator(["", "짬뽕 어때요?", "탕수육 어때요?"])
+    async with service(database, gen) as svc:
+        first = await svc.reply(CHAT, USER, "중식 추천해줘", user_name=NAME)
+        second = await svc.retry(CHAT, USER, first.turn_id)
+        await svc.retry(CHAT, USER, second.turn_id)
+        await svc.reset(CHAT, USER)
+    rows, report = export(database, tmp_path)
+    assert rows == [{"prompt": gen.prompts[0], "chosen": " 탕수육 어때요?", "rejected": " 짬뽕 어때요?",
+                     "adapter_version": "base"}]
+    assert report.partial == 0
+
+
 async def test_votes_and_open_chains(database, tmp_path: Path) -> None:
     gen = FakeGenerator(["짬뽕 어때요?", "짜장면 어때요?", "냉면 어때요?", "비빔밥 어때요?"])
     async with service(database, gen) as svc:
