@@ -11,19 +11,31 @@ from model.cli import DEFAULT_BASE
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
-        "train", help="fine-tune a KoAlpaca base with (Q)LoRA on Alpaca JSONL",
-        description="Supervised fine-tuning with LoRA on Alpaca rows (instruction, input, output). The loss covers "
-                    "the answer and its EOS only. Writes the adapter, loss.png, metrics.json and a model card.")
-    train.add_argument("--data", required=True, help="training data, Alpaca JSONL")
+        "train", help="fine-tune a KoAlpaca base with (Q)LoRA: SFT on Alpaca JSONL, or DPO/KTO on user feedback",
+        description="--method sft (default): supervised fine-tuning with LoRA on Alpaca rows (instruction, input, "
+                    "output); the loss covers the answer and its EOS only. --method dpo|kto: preference training "
+                    "(TRL) on `mechuri dataset feedback` exports, usually starting from the served adapter "
+                    "(--init-adapter), which then is also the frozen reference. Writes the adapter, loss.png, "
+                    "metrics.json and a model card.")
+    train.add_argument("--method", choices=("sft", "dpo", "kto"), default="sft",
+                       help="sft: Alpaca rows; dpo: {prompt, chosen, rejected} pairs; kto: {prompt, completion, "
+                            "label} rows (DPO pairs are also read, as one kept and one turned-down row)")
+    train.add_argument("--data", required=True, help="training data: Alpaca JSONL (sft) or preference JSONL (dpo/kto)")
+    train.add_argument("--init-adapter", default=None, metavar="PATH",
+                       help="dpo/kto: the adapter to start from and to use, frozen, as the reference (usually the "
+                            "served SFT adapter); omitted: a fresh LoRA on the base, with the base as reference")
+    train.add_argument("--beta", type=float, default=0.1,
+                       help="dpo/kto: how far from the reference the policy may move (TRL's beta, default 0.1)")
     train.add_argument("--base", default=DEFAULT_BASE, help=f"base model: hub id or local folder (default {DEFAULT_BASE})")
     train.add_argument("--out", required=True, type=Path, help="adapter folder to write, e.g. adapters/NAME")
-    train.add_argument("--eval-data", default=None, help="held-out Alpaca JSONL: eval loss during and after training")
+    train.add_argument("--eval-data", default=None,
+                       help="held-out rows in the --data format: eval loss (and reward accuracy) during and after")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, default=None, help="optimizer steps to train")
     length.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3)")
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    train.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4 for sft, 5e-5 for dpo/kto)")
     train.add_argument("--lr-scheduler", default="linear", help="linear, cosine, constant, … (transformers names)")
     train.add_argument("--warmup-steps", type=int, default=0)
     train.add_argument("--logging-steps", type=int, default=10)
@@ -84,12 +96,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.train import TrainConfig, train
     from model.types import ModelError
 
-    config = TrainConfig(
+    if args.method == "sft":
+        from model.train import TrainConfig, train
+
+        if args.init_adapter:
+            print("error: --init-adapter is for --method dpo or kto: SFT starts a fresh LoRA on --base",
+                  file=sys.stderr)
+            return 2
+        make, run, extra = TrainConfig, train, {"lr": 1e-4 if args.lr is None else args.lr}
+    else:
+        from model.pref_train import DEFAULT_PREF_LR, PrefTrainConfig, train_preferences
+
+        make, run = PrefTrainConfig, train_preferences
+        extra = {"lr": DEFAULT_PREF_LR if args.lr is None else args.lr, "method": args.method,
+                 "init_adapter": args.init_adapter, "beta": args.beta}
+    config = make(
         data=args.data, base=args.base, out=str(args.out), eval_data=args.eval_data, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
+        grad_accum=args.grad_accum, max_steps=args.max_steps, epochs=args.epochs,
         logging_steps=args.logging_steps, eval_steps=args.eval_steps, save_steps=args.save_steps,
         lora_targets=args.lora_targets, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
@@ -97,10 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         quantization=args.quantization, gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length, seed=args.seed, resume=args.resume, max_length=args.max_length,
         optim=args.optim, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps, device=args.device,
-        progress=args.progress, overwrite=args.overwrite,
+        progress=args.progress, overwrite=args.overwrite, **extra,
     )
     try:
-        train(config)
+        run(config)
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
