@@ -81,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--corpus", nargs="+", default=None, metavar="FILE",
                     help="training files (JSONL or text) for the 'only training words' column (default: the "
                          "model's own training_words.txt, which the demo model has)")
+    ev.add_argument("--prefs", default=None, metavar="HELD_OUT.jsonl",
+                    help="held-out preference pairs (DPO format; KTO rows that share a prompt are paired): how often "
+                         "each model prefers the kept answer, by its own log-probs and by the DPO implicit reward "
+                         "(vs the base, and vs the compare side B)")
+    ev.add_argument("--beta", type=float, default=0.1, help="β of the DPO implicit reward for --prefs")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
     ev.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write all numbers and answers here")
     ev.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="none")
@@ -142,6 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, batch_size=args.batch_size, max_length=args.max_length,
         json_out=args.json_out, compare_model=args.compare_model, retry=args.retry, corpus=args.corpus,
+        prefs=args.prefs, beta=args.beta,
     )
     try:
         reports, data = run_eval(config)
@@ -151,6 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(data.summary())
     for line in data.details():
         print(line)
+    if reports and reports[0].prefs is not None:
+        print(f"--prefs {reports[0].prefs.source}")
     print(format_table(reports))
     if config.json_out:
         print(f"wrote {config.json_out}")
