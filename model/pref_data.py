@@ -113,12 +113,12 @@ def read_prefs(path: str | Path, method: str) -> tuple[list[Any], DataReport]:
             else:
                 report.bad.append(Problem(number, reason))
     report.rows = len(rows)
+    if not rows:  # one clear error, not a warning per line first
+        raise DataError(_no_rows_message(path, method, report))
     for problem in report.bad[:20]:
         log.warning("%s: skipped %s", path, problem)
     if len(report.bad) > 20:
         log.warning("%s: … and %d more bad lines", path, len(report.bad) - 20)
-    if not rows:
-        raise DataError(_no_rows_message(path, method, report))
     return rows, report
 
 
