@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="training data: Alpaca JSONL (sft) or preference JSONL (dpo/kto)")
     train.add_argument("--init-adapter", default=None, metavar="PATH",
                        help="dpo/kto: the adapter to start from and to use, frozen, as the reference (usually the "
-                            "served SFT adapter); omitted: a fresh LoRA on the base, with the base as reference")
+                            "served SFT adapter; its own LoRA shape is kept, --lora-* apply only without it); omitted: a "
+                            "fresh LoRA on the base, with the base as reference")
     train.add_argument("--beta", type=float, default=0.1,
                        help="dpo/kto: how far from the reference the policy may move (TRL's beta, default 0.1)")
     train.add_argument("--base", default=DEFAULT_BASE, help=f"base model: hub id or local folder (default {DEFAULT_BASE})")

@@ -92,7 +92,7 @@ def test_the_wrong_format_fails_clearly(files, tiny_model_dir, tmp_path, capsys)
     with pytest.raises(DataError, match=rf'missing key\(s\) "chosen", "rejected" on {2 * len(TINY_QA)} line\(s\); --method dpo needs '
                                         r'"prompt", "chosen", "rejected".*--method kto'):
         read_prefs(files["kto"], "dpo")
-    with pytest.raises(DataError, match="no usable rows .*the file is empty"):
+    with pytest.raises(DataError, match=r"no usable rows .*the file is empty"):
         read_prefs(write(tmp_path / "empty.jsonl", []), "kto")
     out = tmp_path / "never"
     assert main(["train", "--method", "dpo", "--data", str(files["kto"]), "--base", str(tiny_model_dir),
@@ -101,6 +101,27 @@ def test_the_wrong_format_fails_clearly(files, tiny_model_dir, tmp_path, capsys)
     assert not (out / "adapter_config.json").exists()
     assert main(["train", "--data", str(files["alpaca"]), "--base", str(tiny_model_dir), "--out", str(out),
                  "--init-adapter", str(tmp_path)]) == 2  # sft stays as it was: no init adapter
+
+
+def test_pairs_are_tokenized_as_sft_and_serving_tokenize(tiny_model_dir) -> None:
+    """The prompt ids are the generator's for the same text; the answer ids (EOS included) are SFT's labels."""
+    from model.loading import eos_id_of, load_tokenizer
+    from model.pref_data import PairRow, tokenize_prefs
+    from model.sft_data import IGNORE_INDEX, AlpacaRow, DataReport, tokenize_row
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    eos = eos_id_of(tokenizer)
+    for i, (q, c, a) in enumerate(TINY_QA):
+        prompt = build_prompt([], q, context=c or None, tokenizer=tokenizer, budget=1000).text
+        (pair,) = tokenize_prefs(tokenizer, [PairRow(prompt, a, "국밥 어때요?", 1)], DataReport(path="x"), eos_id=eos,
+                                 max_length=1024)
+        sft = tokenize_row(tokenizer, AlpacaRow(q, c, a, line=i), eos)
+        assert pair["prompt_ids"] == tokenizer.encode(prompt, add_special_tokens=False)
+        assert pair["prompt_ids"] + pair["chosen_ids"] == sft.input_ids
+        assert pair["chosen_ids"] == [t for t in sft.labels if t != IGNORE_INDEX] and pair["rejected_ids"][-1] == eos
+    report = DataReport(path="x")
+    assert tokenize_prefs(tokenizer, [PairRow(prompt, "밥 " * 300, "국밥", 7)], report, eos_id=eos,
+                          max_length=64) == [] and [p.line for p in report.too_long] == [7]
 
 
 # ----- training -----
@@ -190,6 +211,21 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
     with pytest.raises(DataError, match="--batch-size 2 or more"):
         train_preferences(PrefTrainConfig(data=str(files["kto"]), base=str(tiny_model_dir), method="kto",
                                           out=str(tmp_path / "k1"), batch_size=1, quantization="none"))
+
+
+def test_dpo_4bit_on_cpu_with_evaluation(polyglot_model_dir, files, tmp_path) -> None:
+    """QLoRA's layout on a CPU (keep_4bit_layout), an evaluation between training steps, and an adapter that loads."""
+    from model.loading import load_model
+    from model.pref_train import PrefTrainConfig, train_preferences
+    from model.tiny import make_tiny_adapter
+
+    init = make_tiny_adapter(polyglot_model_dir, tmp_path / "init", seed=3)
+    result = train_preferences(PrefTrainConfig(
+        data=str(files["dpo"]), eval_data=str(files["dpo"]), base=str(polyglot_model_dir), out=str(tmp_path / "q"),
+        init_adapter=str(init), quantization="4bit", max_steps=4, eval_steps=2, batch_size=4, lr=5e-3,
+        logging_steps=1, progress=False))
+    assert [s for s, _ in result.metrics["eval_loss_curve"]] == [2, 4] and result.metrics["global_step"] == 4
+    assert load_model(str(polyglot_model_dir), adapter=tmp_path / "q").adapter.name == "q"
 
 
 # ----- preference eval -----
