@@ -8,7 +8,8 @@ are the model's text without EOS. Extra keys (e.g. "adapter_version") are ignore
 
 The files load with `datasets.load_dataset("json", data_files=...)` (the exporter's contract), but we read them line by
 line: one broken line must cost that line, not the run. Tokenization is ours, not TRL's: the prompt is encoded alone,
-exactly as the generator encodes it, and the answer is encoded apart as in SFT (" " + text, then EOS), so no token can
+exactly as the generator encodes it, and the answer is encoded apart as in SFT (one space + text, then EOS; a leading
+space the exporter wrote is not doubled), so no token can
 merge across the prompt/answer boundary and the preference loss sees the ids serving produced.
 """
 
@@ -149,8 +150,10 @@ def pairs_from_kto(rows: Sequence[KtoRow]) -> tuple[list[PairRow], int]:
 
 
 def answer_ids(tokenizer: Any, text: str, eos_id: int) -> list[int]:
-    """The answer as SFT trains it (model.prompt.format_example): a space after the marker, the text, then EOS."""
-    return [*tokenizer.encode(" " + neutralise(text), add_special_tokens=False), eos_id]
+    """The answer as SFT trains it (model.prompt.format_example): one space after the marker, the text, then EOS.
+    `mechuri dataset feedback` already writes that space (TRL joins prompt and answer as strings) and the bare stored
+    text has none; both give the same ids here."""
+    return [*tokenizer.encode(" " + neutralise(text.lstrip()), add_special_tokens=False), eos_id]
 
 
 def tokenize_prefs(tokenizer: Any, rows: Sequence[Any], report: DataReport, *, eos_id: int,

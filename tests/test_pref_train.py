@@ -119,6 +119,10 @@ def test_pairs_are_tokenized_as_sft_and_serving_tokenize(tiny_model_dir) -> None
         assert pair["prompt_ids"] == tokenizer.encode(prompt, add_special_tokens=False)
         assert pair["prompt_ids"] + pair["chosen_ids"] == sft.input_ids
         assert pair["chosen_ids"] == [t for t in sft.labels if t != IGNORE_INDEX] and pair["rejected_ids"][-1] == eos
+        # The exporter writes the space after "### 답변:" itself (TRL joins strings): the same ids, no double space.
+        (spaced,) = tokenize_prefs(tokenizer, [PairRow(prompt, " " + a, "국밥", 1)], DataReport(path="x"), eos_id=eos,
+                                   max_length=1024)
+        assert spaced["chosen_ids"] == pair["chosen_ids"]
     report = DataReport(path="x")
     assert tokenize_prefs(tokenizer, [PairRow(prompt, "밥 " * 300, "국밥", 7)], report, eos_id=eos,
                           max_length=64) == [] and [p.line for p in report.too_long] == [7]
