@@ -55,6 +55,8 @@ class EvalConfig:
     compare_model: str | None = None  # a second base model (e.g. an older demo), side by side
     retry: bool = False  # also a "다른 거" answer per question
     corpus: list[str] | None = None  # training files for the word-salad proxy (default: the model's own, if any)
+    prefs: str | None = None  # held-out preference pairs (model/preference_eval.py)
+    beta: float = 0.1  # for the DPO implicit reward of --prefs
 
 
 @dataclass
@@ -108,6 +110,7 @@ class ModelReport:
     first: ReaderStats | None = None
     retry: ReaderStats | None = None
     checks: list[AnswerCheck] = field(default_factory=list)
+    prefs: Any = None  # model.preference_eval.PrefScores with --prefs
 
 
 def answer_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8) -> float | None:
@@ -273,6 +276,12 @@ def evaluate_model(config: EvalConfig, adapter: str | None, label: str, rows: Se
     # A fresh report per model: the same rows are dropped each time, so only the first one is kept for display.
     examples = tokenize_rows(loaded.tokenizer, rows, report, eos_id=loaded.eos_token_id, max_length=config.max_length)
     loss = answer_loss(loaded.model, examples, loaded.pad_token_id, config.batch_size)
+    prefs = None
+    if config.prefs:
+        from model.preference_eval import score_prefs
+
+        prefs = score_prefs(loaded, config.prefs, beta=config.beta, batch_size=config.batch_size,
+                            max_length=config.max_length)
 
     async def run(loaded: Any) -> list[AnswerCheck]:
         generator = Generator(loaded)
@@ -283,6 +292,7 @@ def evaluate_model(config: EvalConfig, adapter: str | None, label: str, rows: Se
 
     checks = asyncio.run(run(loaded))
     result = summarise(label, adapter, loaded.adapter.version, loss, len(examples), checks)
+    result.prefs = prefs
     del loaded
     gc.collect()
     _empty_cuda_cache()
@@ -319,6 +329,10 @@ def run_eval(config: EvalConfig) -> tuple[list[ModelReport], DataReport]:
         # Row drops are the same for every model with one tokenizer; count them once.
         scratch = report if i == 0 else DataReport(path=report.path)
         reports.append(evaluate_model(config, adapter, label, rows, scratch, catalog, base))
+    if len(reports) == 2 and reports[0].prefs is not None:  # A with the "before" side B as the DPO reference
+        from model.preference_eval import relative_to
+
+        relative_to(reports[0].prefs, reports[1].prefs, reports[1].label.split(":")[0])
     if config.json_out:
         write_json(Path(config.json_out), config, reports, report)
     return reports, report
@@ -355,6 +369,9 @@ def format_table(reports: Sequence[ModelReport]) -> str:
         ("names a catalog dish", [pct(r.dish_share) for r in reports]),
         ("repeats a sentence", [pct(r.repeat_share) for r in reports]),
     ]
+    from model.preference_eval import table_rows
+
+    rows += table_rows(reports)
     for kind, title in (("first", "first answers"), ("retry", "다른 거 answers")):
         stats = [getattr(r, kind) for r in reports]
         if all(s is None for s in stats):

@@ -114,11 +114,11 @@ def peak_memory(device: str) -> tuple[int, str]:
 
 # ----- the trainer -----
 
-def measured_trainer_class() -> type:
-    """A Trainer that counts the tokens it trains on (real and padded) and the time spent evaluating."""
+def measured_trainer_class(base: type | None = None) -> type:
+    """A Trainer (or a TRL trainer, `base`) that counts the tokens it trains on (real and padded) and eval time."""
     from transformers import Trainer
 
-    class MeasuredTrainer(Trainer):
+    class MeasuredTrainer(base or Trainer):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.real_tokens = self.padded_tokens = self.samples = 0

@@ -11,19 +11,32 @@ from model.cli import DEFAULT_BASE
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
-        "train", help="fine-tune a KoAlpaca base with (Q)LoRA on Alpaca JSONL",
-        description="Supervised fine-tuning with LoRA on Alpaca rows (instruction, input, output). The loss covers "
-                    "the answer and its EOS only. Writes the adapter, loss.png, metrics.json and a model card.")
-    train.add_argument("--data", required=True, help="training data, Alpaca JSONL")
+        "train", help="fine-tune a KoAlpaca base with (Q)LoRA: SFT on Alpaca JSONL, or DPO/KTO on user feedback",
+        description="--method sft (default): supervised fine-tuning with LoRA on Alpaca rows (instruction, input, "
+                    "output); the loss covers the answer and its EOS only. --method dpo|kto: preference training "
+                    "(TRL) on `mechuri dataset feedback` exports, usually starting from the served adapter "
+                    "(--init-adapter), which then is also the frozen reference. Writes the adapter, loss.png, "
+                    "metrics.json and a model card.")
+    train.add_argument("--method", choices=("sft", "dpo", "kto"), default="sft",
+                       help="sft: Alpaca rows; dpo: {prompt, chosen, rejected} pairs; kto: {prompt, completion, "
+                            "label} rows (DPO pairs are also read, as one kept and one turned-down row)")
+    train.add_argument("--data", required=True, help="training data: Alpaca JSONL (sft) or preference JSONL (dpo/kto)")
+    train.add_argument("--init-adapter", default=None, metavar="PATH",
+                       help="dpo/kto: the adapter to start from and to use, frozen, as the reference (usually the "
+                            "served SFT adapter; its own LoRA shape is kept, --lora-* apply only without it); omitted: a "
+                            "fresh LoRA on the base, with the base as reference")
+    train.add_argument("--beta", type=float, default=0.1,
+                       help="dpo/kto: how far from the reference the policy may move (TRL's beta, default 0.1)")
     train.add_argument("--base", default=DEFAULT_BASE, help=f"base model: hub id or local folder (default {DEFAULT_BASE})")
     train.add_argument("--out", required=True, type=Path, help="adapter folder to write, e.g. adapters/NAME")
-    train.add_argument("--eval-data", default=None, help="held-out Alpaca JSONL: eval loss during and after training")
+    train.add_argument("--eval-data", default=None,
+                       help="held-out rows in the --data format: eval loss (and reward accuracy) during and after")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, default=None, help="optimizer steps to train")
     length.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3)")
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    train.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4 for sft, 5e-5 for dpo/kto)")
     train.add_argument("--lr-scheduler", default="linear", help="linear, cosine, constant, … (transformers names)")
     train.add_argument("--warmup-steps", type=int, default=0)
     train.add_argument("--logging-steps", type=int, default=10)
@@ -69,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--corpus", nargs="+", default=None, metavar="FILE",
                     help="training files (JSONL or text) for the 'only training words' column (default: the "
                          "model's own training_words.txt, which the demo model has)")
+    ev.add_argument("--prefs", default=None, metavar="HELD_OUT.jsonl",
+                    help="held-out preference pairs (DPO format; KTO rows that share a prompt are paired): how often "
+                         "each model prefers the kept answer, by its own log-probs and by the DPO implicit reward "
+                         "(vs the base, and vs the compare side B)")
+    ev.add_argument("--beta", type=float, default=0.1, help="β of the DPO implicit reward for --prefs")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
     ev.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write all numbers and answers here")
     ev.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="none")
@@ -84,12 +102,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.train import TrainConfig, train
     from model.types import ModelError
 
-    config = TrainConfig(
+    if args.method == "sft":
+        from model.train import TrainConfig, train
+
+        if args.init_adapter:
+            print("error: --init-adapter is for --method dpo or kto: SFT starts a fresh LoRA on --base",
+                  file=sys.stderr)
+            return 2
+        make, run, extra = TrainConfig, train, {"lr": 1e-4 if args.lr is None else args.lr}
+    else:
+        from model.pref_train import DEFAULT_PREF_LR, PrefTrainConfig, train_preferences
+
+        make, run = PrefTrainConfig, train_preferences
+        extra = {"lr": DEFAULT_PREF_LR if args.lr is None else args.lr, "method": args.method,
+                 "init_adapter": args.init_adapter, "beta": args.beta}
+    config = make(
         data=args.data, base=args.base, out=str(args.out), eval_data=args.eval_data, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
+        grad_accum=args.grad_accum, max_steps=args.max_steps, epochs=args.epochs,
         logging_steps=args.logging_steps, eval_steps=args.eval_steps, save_steps=args.save_steps,
         lora_targets=args.lora_targets, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
@@ -97,10 +128,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         quantization=args.quantization, gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length, seed=args.seed, resume=args.resume, max_length=args.max_length,
         optim=args.optim, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps, device=args.device,
-        progress=args.progress, overwrite=args.overwrite,
+        progress=args.progress, overwrite=args.overwrite, **extra,
     )
     try:
-        train(config)
+        run(config)
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -117,6 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, batch_size=args.batch_size, max_length=args.max_length,
         json_out=args.json_out, compare_model=args.compare_model, retry=args.retry, corpus=args.corpus,
+        prefs=args.prefs, beta=args.beta,
     )
     try:
         reports, data = run_eval(config)
@@ -126,6 +158,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(data.summary())
     for line in data.details():
         print(line)
+    if reports and reports[0].prefs is not None:
+        print(f"--prefs {reports[0].prefs.source}")
     print(format_table(reports))
     if config.json_out:
         print(f"wrote {config.json_out}")
