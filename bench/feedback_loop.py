@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,12 +163,12 @@ async def run_phase(name: str, url: str, generator: FinishLog, catalog: DishCata
     return phase
 
 
-def cli(argv: list[str]) -> None:
-    from mechuri.cli import main
-
-    code = main(argv)
-    if code:
-        raise SystemExit(f"mechuri {' '.join(argv[:2])} failed with exit code {code}")
+def mechuri(argv: list[str]) -> None:
+    """The operator's commands, each its own process beside the running bot, as in the README."""
+    done = subprocess.run([sys.executable, "-m", "mechuri", *argv], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"mechuri {' '.join(argv[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    print(done.stdout, end="", flush=True)
 
 
 def columns(phase: Phase, catalog: DishCatalog) -> dict[str, float]:
@@ -214,15 +215,15 @@ async def main_async(args: argparse.Namespace) -> int:
         adapters.mkdir()
         try:
             started = time.perf_counter()
-            collect = await run_phase("collect", f"sqlite+aiosqlite:///{tmp_path / 'collect.db'}", generator,
-                                      catalog, first_users, asked_first, args.seed, adapters, args)
+            collect_url = f"sqlite+aiosqlite:///{tmp_path / 'collect.db'}"
+            collect = await run_phase("collect", collect_url, generator, catalog, first_users, asked_first, args.seed,
+                                      adapters, args)
             timings["collect"] = time.perf_counter() - started
             prefs = tmp_path / f"prefs-{args.method}.jsonl"
-            cli(["dataset", "feedback", "--database-url", f"sqlite:///{tmp_path / 'collect.db'}", "--out", str(prefs),
-                 "--format", args.method])
+            mechuri(["dataset", "feedback", "--database-url", collect_url, "--out", str(prefs), "--format", args.method])
             rows = sum(1 for line in prefs.read_text(encoding="utf-8").splitlines() if line.strip())
             started = time.perf_counter()
-            cli(["train", "--method", args.method, "--data", str(prefs), "--base", model_dir,
+            mechuri(["train", "--method", args.method, "--data", str(prefs), "--base", model_dir,
                  "--out", str(adapters / "feedback-1"), "--quantization", "none", "--device", "cpu",
                  "--beta", str(args.beta), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
                  *(["--max-steps", str(args.max_steps)] if args.max_steps else ["--epochs", str(args.epochs)]),

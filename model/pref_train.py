@@ -40,6 +40,7 @@ class PrefTrainConfig(TrainConfig):
     init_adapter: str | None = None  # start (and reference) adapter; None: a fresh LoRA on the base
     beta: float = 0.1
     lr: float = DEFAULT_PREF_LR
+    sft_weight: float = 0.0  # DPO only: + this × the chosen answers' SFT loss (RPO)
 
 
 def pref_trainer_class(method: str) -> type:
@@ -175,6 +176,10 @@ def train_preferences(config: PrefTrainConfig) -> TrainResult:
         max_length=config.max_length, activation_checkpointing=config.gradient_checkpointing,  # TRL's default: on
         activation_checkpointing_kwargs=gc_kwargs,
     )
+    if config.sft_weight and config.method != "dpo":
+        raise ValueError("--sft-weight is for --method dpo")
+    if config.sft_weight:
+        common.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.sft_weight])
     args = DPOConfig(**common) if config.method == "dpo" else KTOConfig(**common)  # KTO keeps sequential sampling
     steps_estimate = config.max_steps or math.ceil(
         len(train_rows) / (config.batch_size * config.grad_accum) * (epochs or 1.0))
@@ -217,6 +222,7 @@ def train_preferences(config: PrefTrainConfig) -> TrainResult:
     metrics: dict[str, Any] = {
         "method": config.method,
         "beta": config.beta,
+        "sft_weight": config.sft_weight,
         "init_adapter": config.init_adapter,
         "reference": reference,
         "train_loss_first": logged[0]["loss"] if logged else None,

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "fresh LoRA on the base, with the base as reference")
     train.add_argument("--beta", type=float, default=0.1,
                        help="dpo/kto: how far from the reference the policy may move (TRL's beta, default 0.1)")
+    train.add_argument("--sft-weight", type=float, default=0.0,
+                       help="dpo: add the chosen answers' SFT loss with this weight (RPO; TRL loss_type sigmoid+sft), "
+                            "which keeps the policy close to answers users kept; default 0 = plain DPO")
     train.add_argument("--base", default=DEFAULT_BASE, help=f"base model: hub id or local folder (default {DEFAULT_BASE})")
     train.add_argument("--out", required=True, type=Path, help="adapter folder to write, e.g. adapters/NAME")
     train.add_argument("--eval-data", default=None,
@@ -117,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         make, run = PrefTrainConfig, train_preferences
         extra = {"lr": DEFAULT_PREF_LR if args.lr is None else args.lr, "method": args.method,
-                 "init_adapter": args.init_adapter, "beta": args.beta}
+                 "init_adapter": args.init_adapter, "beta": args.beta, "sft_weight": args.sft_weight}
     config = make(
         data=args.data, base=args.base, out=str(args.out), eval_data=args.eval_data, batch_size=args.batch_size,
         grad_accum=args.grad_accum, max_steps=args.max_steps, epochs=args.epochs,

@@ -217,6 +217,26 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
                                           out=str(tmp_path / "k1"), batch_size=1, quantization="none"))
 
 
+def test_sft_weight_adds_the_chosen_answers_loss(tiny_model_dir, files, tmp_path) -> None:
+    from model.pref_train import PrefTrainConfig, train_preferences
+
+    def first_loss(name: str, **extra) -> float:
+        result = train_preferences(PrefTrainConfig(
+            data=str(files["dpo"]), base=str(tiny_model_dir), out=str(tmp_path / name), max_steps=1, batch_size=4,
+            logging_steps=1, quantization="none", progress=False, **extra))
+        assert result.metrics["sft_weight"] == extra.get("sft_weight", 0.0)
+        return result.metrics["train_loss_first"]
+
+    plain = first_loss("plain")
+    assert plain == pytest.approx(0.6931, abs=1e-3)  # a fresh LoRA is the reference itself: log 2
+    # + weight × the chosen answers' mean token NLL, measured before the first step: linear in the weight.
+    nll = first_loss("rpo1", sft_weight=1.0) - plain
+    assert nll > 1e-3 and first_loss("rpo10", sft_weight=10.0) - plain == pytest.approx(10 * nll, rel=1e-3)
+    with pytest.raises(ValueError, match="--sft-weight is for --method dpo"):
+        train_preferences(PrefTrainConfig(data=str(files["kto"]), base=str(tiny_model_dir), out=str(tmp_path / "k"),
+                                          method="kto", sft_weight=1.0, quantization="none", progress=False))
+
+
 def test_dpo_4bit_on_cpu_with_evaluation(polyglot_model_dir, files, tmp_path) -> None:
     """QLoRA's layout on a CPU (keep_4bit_layout), an evaluation between training steps, and an adapter that loads."""
     from model.loading import load_model
