@@ -203,7 +203,7 @@ async def main_async(args: argparse.Namespace) -> int:
     catalog = DishCatalog.load()
     rng = random.Random(args.seed)
     first_users = users(1000, args.users)
-    fresh_users = users(5000, args.users)
+    fresh_users = users(5000, args.fresh_users or args.users)
     asked_first = {u.id: questions(SEEN_SITUATIONS, args.questions, rng) for u in first_users}
     asked_fresh = {u.id: questions(NEW_SITUATIONS, args.questions, rng) for u in fresh_users}
     loaded = await asyncio.to_thread(load_model, model_dir, quantization="none", device="cpu")
@@ -274,7 +274,8 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
         f"Machine: {cpu_line()}; {today()}; model {model_dir} (demo recipe unless --model), sampling as "
         f"`mechuri chat --demo` ({', '.join(f'{k} {v}' for k, v in DEMO_SAMPLING.items())}, {DEMO_RESAMPLES} dish "
         f"resamples), {args.max_new_tokens} new tokens.  ",
-        f"Users: {args.users} per run ({', '.join(f'{t}: {d}' for t, d in TASTES.items())}, alternating), "
+        f"Users: {args.users} giving feedback, {args.fresh_users or args.users} fresh ones before and "
+        f"after ({', '.join(f'{t}: {d}' for t, d in TASTES.items())}, alternating), "
         f"{args.questions} questions each, up to {MAX_RETRIES} \"다른 거\" per question.  ",
         f"Feedback: {rows} {args.method.upper()} rows exported; training {timings['train']:.0f} s "
         f"({args.epochs if not args.max_steps else args.max_steps} {'epochs' if not args.max_steps else 'steps'}, "
@@ -297,6 +298,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="a save_pretrained model (default: the demo model)")
     parser.add_argument("--users", type=int, default=24)
+    parser.add_argument("--fresh-users", type=int, default=None,
+                        help="users in each of the before/after runs (default: --users); more users, less noise")
     parser.add_argument("--questions", type=int, default=12, help="questions per user")
     parser.add_argument("--method", choices=("dpo", "kto"), default="dpo")
     parser.add_argument("--epochs", type=float, default=3)
