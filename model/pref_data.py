@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model.prompt import ANSWER, neutralise
-from model.sft_data import DataError, DataReport, Problem
+from model.sft_data import DataError, DataReport, Problem, jsonl_lines
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +98,12 @@ def read_prefs(path: str | Path, method: str) -> tuple[list[Any], DataReport]:
                         "(`mechuri dataset feedback` writes one)")
     report = DataReport(path=str(path))
     rows: list[Any] = []
-    with path.open("rb") as f:
-        for number, data in enumerate(f, start=1):
-            report.lines = number
-            try:
-                raw = data.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                report.bad.append(Problem(number, f"not UTF-8 (byte {exc.start + 1}): save the file as UTF-8"))
-                continue
-            if not raw.strip():
-                continue
-            parsed, reason = _parse(raw, method, number)
-            if parsed:
-                rows += parsed
-            else:
-                report.bad.append(Problem(number, reason))
+    for number, raw in jsonl_lines(path, report):
+        parsed, reason = _parse(raw, method, number)
+        if parsed:
+            rows += parsed
+        else:
+            report.bad.append(Problem(number, reason))
     report.rows = len(rows)
     if not rows:  # one clear error, not a warning per line first
         raise DataError(_no_rows_message(path, method, report))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,14 +94,9 @@ class DataReport:
         }
 
 
-def read_alpaca_jsonl(path: str | Path) -> tuple[list[AlpacaRow], DataReport]:
-    """Read `instruction, input, output` rows. Bad lines are reported with their numbers and skipped."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist: give an Alpaca JSONL file "
-                        "(one {\"instruction\", \"input\", \"output\"} object per line)")
-    report = DataReport(path=str(path))
-    rows: list[AlpacaRow] = []
+def jsonl_lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
+    """Each non-blank line of a JSONL file, decoded, with its number. A line that is not UTF-8 goes into
+    `report.bad` and is skipped; a BOM on the first line is allowed (editors on Windows write one)."""
     with path.open("rb") as f:
         for number, data in enumerate(f, start=1):
             report.lines = number
@@ -110,13 +105,24 @@ def read_alpaca_jsonl(path: str | Path) -> tuple[list[AlpacaRow], DataReport]:
             except UnicodeDecodeError as exc:
                 report.bad.append(Problem(number, f"not UTF-8 (byte {exc.start + 1}): save the file as UTF-8"))
                 continue
-            if not raw.strip():
-                continue
-            row, reason = _parse_line(raw)
-            if row is None:
-                report.bad.append(Problem(number, reason))
-            else:
-                rows.append(dataclasses.replace(row, line=number))
+            if raw.strip():
+                yield number, raw
+
+
+def read_alpaca_jsonl(path: str | Path) -> tuple[list[AlpacaRow], DataReport]:
+    """Read `instruction, input, output` rows. Bad lines are reported with their numbers and skipped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist: give an Alpaca JSONL file "
+                        "(one {\"instruction\", \"input\", \"output\"} object per line)")
+    report = DataReport(path=str(path))
+    rows: list[AlpacaRow] = []
+    for number, raw in jsonl_lines(path, report):
+        row, reason = _parse_line(raw)
+        if row is None:
+            report.bad.append(Problem(number, reason))
+        else:
+            rows.append(dataclasses.replace(row, line=number))
     report.rows = len(rows)
     for problem in report.bad:
         log.warning("%s: skipped %s", path, problem)
