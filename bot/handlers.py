@@ -52,8 +52,9 @@ HELP = (
     "/taste 내 입맛(알레르기·식단·싫어하는 것) 보기와 고치기\n"
     "/forget 저장된 내 대화 기록과 입맛 기록 모두 삭제\n\n"
     "\"나 새우 알레르기 있어\", \"오이 싫어해\"처럼 말해 주시면 기억해 둘지 여쭤보고, 다음 추천부터 반영해요.\n"
-    "단체방에서는 @{username} 을 붙이거나 제 메시지에 답장으로 물어봐 주세요."
+    "{feedback}단체방에서는 @{username} 을 붙이거나 제 메시지에 답장으로 물어봐 주세요."
 )
+FEEDBACK_HELP = "답변 아래 👍/👎를 눌러 주시면 더 좋은 추천을 고르는 데 참고해요.\n"
 HELP_HINT = "그 명령은 몰라요. 쓸 수 있는 명령은 /help 에서 볼 수 있어요."
 NOT_ALLOWED = "죄송해요, 이 봇은 초대받은 분들만 쓸 수 있어요."
 ADMIN_ONLY = "관리자만 쓸 수 있는 명령이에요."
@@ -170,7 +171,8 @@ class Handlers:
         await self._reply(update.effective_message, GREETING)
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._reply(update.effective_message, HELP.format(username=context.bot.username))
+        feedback = FEEDBACK_HELP if self.settings.feedback_buttons else ""
+        await self._reply(update.effective_message, HELP.format(username=context.bot.username, feedback=feedback))
 
     async def reset(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.service.reset(update.effective_chat.id, update.effective_user.id)

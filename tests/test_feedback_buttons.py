@@ -61,6 +61,8 @@ async def test_every_answer_gets_votes_beside_retry_with_short_data(tmp_path: Pa
     async with telegram_bot(tmp_path, db=database) as h:
         await h.text(1, 11, "점심 추천해줘")
         answer = h.last_message(1)
+        await h.text(1, 11, "/help")
+        assert "👍/👎" in h.last_message(1)["text"]
     turn_id = votes(database)[0][0]
     assert labels(answer) == [RETRY_LABEL, "👍", "👎"]
     assert [b["callback_data"] for b in buttons(answer)] == [f"retry:{turn_id}", f"vote:{turn_id}:up",
@@ -160,6 +162,8 @@ async def test_setting_off_shows_no_votes_and_old_buttons_store_nothing(tmp_path
         assert labels(answer) == [RETRY_LABEL]
         await h.press(1, 11, answer["message_id"], f"vote:{turn_id}:up")  # a button sent while it was on
         assert toasts(h)[-1] == FEEDBACK_OFF
+        await h.text(1, 11, "/help")
+        assert "/forget" in h.last_message(1)["text"] and "👍" not in h.last_message(1)["text"]
     assert votes(database)[0][2:] == (None, None)
 
 
