@@ -49,7 +49,7 @@ from model.demo import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
 from model.fit import answer_fits, wishes_in  # noqa: E402
 
 HEADING = "## Learning from users: the feedback loop (CPU)"
-TASTES = {"국물": "turns down anything tagged 국물", "매운": "turns down anything tagged 매운"}
+TASTES = ("국물", "매운")  # catalog tags; users alternate between them (--tastes changes the mix)
 # Situations the first users ask about, and others only the fresh users ask about: "new questions".
 SEEN_SITUATIONS = ["점심", "저녁", "야식", "아침", "주말 점심", "혼밥", "친구 모임", "데이트", "퇴근 후", "회식",
                    "비 오는 날", "도시락", "손님 초대", "일요일 저녁"]
@@ -115,8 +115,7 @@ def questions(situations: list[str], count: int, rng: random.Random) -> list[str
     return rng.sample(pool, min(count, len(pool)))
 
 
-def users(first_id: int, count: int) -> list[SimUser]:
-    tags = list(TASTES)
+def users(first_id: int, count: int, tags: tuple[str, ...] = TASTES) -> list[SimUser]:
     return [SimUser(first_id + i, tags[i % len(tags)]) for i in range(count)]
 
 
@@ -190,7 +189,7 @@ def columns(phase: Phase, catalog: DishCatalog) -> dict[str, float]:
 
 def by_taste(phase: Phase) -> dict[str, float]:
     out = {}
-    for tag in TASTES:
+    for tag in dict.fromkeys(s.user.hates for s in phase.shown):
         firsts = [s for s in phase.firsts() if s.user.hates == tag]
         out[tag] = sum(s.turned_down for s in firsts) / max(len(firsts), 1)
     return out
@@ -202,8 +201,8 @@ async def main_async(args: argparse.Namespace) -> int:
     model_dir = str(args.model or _demo_model())
     catalog = DishCatalog.load()
     rng = random.Random(args.seed)
-    first_users = users(1000, args.users)
-    fresh_users = users(5000, args.fresh_users or args.users)
+    first_users = users(1000, args.users, args.tastes)
+    fresh_users = users(5000, args.fresh_users or args.users, args.tastes)
     asked_first = {u.id: questions(SEEN_SITUATIONS, args.questions, rng) for u in first_users}
     asked_fresh = {u.id: questions(NEW_SITUATIONS, args.questions, rng) for u in fresh_users}
     loaded = await asyncio.to_thread(load_model, model_dir, quantization="none", device="cpu")
@@ -267,7 +266,7 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
     worse = {name: (b[key] - a[key]) * 100 for name, key in (("EOS", "eos"), ("fit", "fit"), ("names a dish", "dish"))}
     worse["�"] = (a["broken"] - b["broken"]) * 100
     tastes = "; ".join(f"hates {tag}: {pct(by_taste(phases[1])[tag])} → {pct(by_taste(phases[2])[tag])}"
-                       for tag in TASTES)
+                       for tag in args.tastes)
     met = drop >= 0.30 and all(v <= 2.0 for v in worse.values())
     body = "\n".join([
         f"Command: `{command_line()}`  ",
@@ -275,7 +274,7 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
         f"`mechuri chat --demo` ({', '.join(f'{k} {v}' for k, v in DEMO_SAMPLING.items())}, {DEMO_RESAMPLES} dish "
         f"resamples), {args.max_new_tokens} new tokens.  ",
         f"Users: {args.users} giving feedback, {args.fresh_users or args.users} fresh ones before and "
-        f"after ({', '.join(f'{t}: {d}' for t, d in TASTES.items())}, alternating), "
+        f"after, hating dishes tagged {' / '.join(args.tastes)} in turn, "
         f"{args.questions} questions each, up to {MAX_RETRIES} \"다른 거\" per question.  ",
         f"Feedback: {rows} {args.method.upper()} rows exported; training {timings['train']:.0f} s "
         f"({args.epochs if not args.max_steps else args.max_steps} {'epochs' if not args.max_steps else 'steps'}, "
@@ -301,6 +300,9 @@ def main() -> None:
     parser.add_argument("--fresh-users", type=int, default=None,
                         help="users in each of the before/after runs (default: --users); more users, less noise")
     parser.add_argument("--questions", type=int, default=12, help="questions per user")
+    parser.add_argument("--tastes", type=lambda v: tuple(v.split(",")), default=TASTES,
+                        help=f"comma-separated catalog tags the users hate, one per user in turn (default "
+                             f"{','.join(TASTES)})")
     parser.add_argument("--method", choices=("dpo", "kto"), default="dpo")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-steps", type=int, default=None)
