@@ -192,7 +192,7 @@ _CORPUS_IDS: list[int] = []
 
 def prompt_of_length(tokenizer, length: int) -> str:
     """Korean text that the tokenizer encodes to exactly `length` tokens."""
-    from model.tiny import korean_corpus
+    from model.demo.tiny import korean_corpus
 
     if not _CORPUS_IDS:
         _CORPUS_IDS.extend(tokenizer.encode("\n".join(korean_corpus()), add_special_tokens=False))

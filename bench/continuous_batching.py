@@ -74,7 +74,7 @@ async def poisson_run(generator, reqs: list, gaps: list[float]) -> dict[str, flo
 
 async def main_async(args: argparse.Namespace) -> str:
     from model import Generator, load_model
-    from model.tiny import build_tiny_model
+    from model.demo.tiny import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         base = args.model or build_tiny_model(Path(tmp) / "tiny", train_steps=60)

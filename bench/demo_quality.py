@@ -80,16 +80,16 @@ class Variant:
 
 
 async def run(args: argparse.Namespace, variant: Variant) -> list[Sample]:
-    import bot.conversation
-    from bot.conversation import ConversationService
+    import bot.service.conversation
+    from bot.service.conversation import ConversationService
     from bot.settings import GenerationDefaults
-    from bot.storage import Store, run_upgrade
+    from bot.store.history import Store, run_upgrade
     from model import DishCatalog, Generator, SafetyNotes, load_model
-    from model.fit import answer_fits, request_check
-    from model.reader import model_corpus, unknown_words
+    from model.eval.reader import model_corpus, unknown_words
+    from model.food.fit import answer_fits, request_check
 
     # Off: the service as it was before the check (turned-down dishes are still resampled).
-    bot.conversation.request_check = request_check if variant.check else (lambda question, catalog: None)
+    bot.service.conversation.request_check = request_check if variant.check else (lambda question, catalog: None)
     rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = rows[: args.limit] if args.limit else rows
     catalog, safety = DishCatalog.load(), SafetyNotes.load()
@@ -169,8 +169,8 @@ def table(results: dict[str, list[Sample]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.demo import DEMO_RESAMPLES, DEMO_SAMPLING
-    from model.fit import request_check
+    from model.demo.build import DEMO_RESAMPLES, DEMO_SAMPLING
+    from model.food.fit import request_check
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=DIR[,key=value…]",
@@ -193,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     quiet_benchmark()
-    logging.getLogger("bot.conversation").setLevel(logging.ERROR)
+    logging.getLogger("bot.service.conversation").setLevel(logging.ERROR)
     variants = [Variant.parse(spec, {**DEMO_SAMPLING, "resamples": DEMO_RESAMPLES}) for spec in args.variant]
-    import bot.conversation
+    import bot.service.conversation
 
     try:
         results = {v.label: asyncio.run(run(args, v)) for v in variants}
     finally:
-        bot.conversation.request_check = request_check  # the bench may switch the check off; never leave it so
+        bot.service.conversation.request_check = request_check  # the bench may switch the check off; never leave it so
     text = table(results)
     print(text)
     if args.json:

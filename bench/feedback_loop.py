@@ -41,12 +41,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import append_docs, command_line, cpu_line, markdown_table, today  # noqa: E402
 
-from bot.conversation import Answer, ConversationService  # noqa: E402
+from bot.service.conversation import Answer, ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
-from bot.storage import Store, run_upgrade  # noqa: E402
+from bot.store.history import Store, run_upgrade  # noqa: E402
 from model import DishCatalog  # noqa: E402
-from model.demo import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
-from model.fit import answer_fits, wishes_in  # noqa: E402
+from model.demo.build import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
+from model.food.fit import answer_fits, wishes_in  # noqa: E402
 
 HEADING = "## Learning from users: the feedback loop (CPU)"
 TASTES = ("국물", "매운")  # catalog tags; users alternate between them (--tastes changes the mix)

@@ -126,8 +126,8 @@ def _check_count(got: int, wanted: int, who: str) -> None:
 
 
 def open_bench(model_dir: Path, new_tokens: int) -> Bench:
-    from model.generator import Generator
     from model.loading import load_model
+    from model.serving.generator import Generator
 
     loaded = load_model(str(model_dir), quantization="none", device="cpu")
     return Bench(loaded, Generator(loaded), Generator(loaded, batch_window_ms=0), asyncio.new_event_loop(),
@@ -220,7 +220,7 @@ def main() -> int:
 
     import torch
 
-    from model.tiny import build_tiny_model
+    from model.demo.tiny import build_tiny_model
 
     quiet_benchmark()
     if args.threads:

@@ -108,7 +108,7 @@ def build_checkpoint(workdir: Path, *, tiny: bool, device: str) -> tuple[Path, P
     from peft import LoraConfig, get_peft_model
     from transformers import GPTNeoXForCausalLM
 
-    from model.tiny import korean_corpus, tiny_config, train_tokenizer
+    from model.demo.tiny import korean_corpus, tiny_config, train_tokenizer
 
     base, adapter, stamp = workdir / "base", workdir / "adapter", workdir / "built.json"
     kind = "tiny" if tiny else "polyglot-ko-5.8b"
@@ -180,8 +180,8 @@ class Runner:
                 f.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
 
     def run(self, config: str, d_quantization: str) -> None:
-        from model.generator import Generator
         from model.loading import load_model
+        from model.serving.generator import Generator
 
         print(f"[{config}] loading", flush=True)
         quantization = QUANTIZATION.get(config, d_quantization)

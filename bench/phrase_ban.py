@@ -26,7 +26,7 @@ from common import append_docs, command_line, cpu_line, markdown_table, median, 
 from phrase_ban_reference import ReferencePhraseBan  # noqa: E402
 
 from model import DishCatalog  # noqa: E402
-from model.avoid import PhraseBan, TokenBytes  # noqa: E402
+from model.serving.bans import PhraseBan, TokenBytes  # noqa: E402
 
 ANSWERS = [
     "비 오는 날에는 바삭한 해물파전에 따뜻한 칼국수 어때요? 막걸리 한 잔 곁들이면 더 좋아요.",
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--docs", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args()
 
-    from model.tiny import korean_corpus, train_tokenizer
+    from model.demo.tiny import korean_corpus, train_tokenizer
 
     catalog = DishCatalog.load()
     tokenizer = train_tokenizer(korean_corpus(), vocab_size=args.vocab)

@@ -54,7 +54,7 @@ def build(workdir: Path) -> tuple[Path, Path]:
     from peft import LoraConfig, get_peft_model
     from transformers import GPTNeoXForCausalLM
 
-    from model.tiny import korean_corpus, train_tokenizer
+    from model.demo.tiny import korean_corpus, train_tokenizer
 
     base, adapter, stamp = workdir / "base", workdir / "adapter", workdir / "built.json"
     if stamp.exists():
@@ -81,7 +81,7 @@ def prompt_near(tokenizer, length: int) -> str:
     try:
         return prompt_of_length(tokenizer, length)
     except RuntimeError:
-        from model.tiny import korean_corpus
+        from model.demo.tiny import korean_corpus
 
         ids = tokenizer.encode("\n".join(korean_corpus()), add_special_tokens=False)
         text = tokenizer.decode((ids * (1 + length // len(ids)))[:length], skip_special_tokens=True)
@@ -105,8 +105,8 @@ async def measure(generator, tokenizer, label: str, load_s: float, rows: list[li
 async def main_async(args: argparse.Namespace) -> list[list[object]]:
     import torch
 
-    from model.generator import Generator
     from model.loading import load_model
+    from model.serving.generator import Generator
 
     base, adapter = build(args.workdir)
     rows: list[list[object]] = []

@@ -37,11 +37,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import append_docs, command_line, cpu_line, markdown_table, median, today  # noqa: E402
 
-from bot.conversation import Answer, ConversationService  # noqa: E402
 from bot.korean import with_particle  # noqa: E402
+from bot.service.conversation import Answer, ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
-from bot.storage import Store, run_upgrade  # noqa: E402
-from bot.taste import TasteItem, allergy, diet, diet_conflict  # noqa: E402
+from bot.store.history import Store, run_upgrade  # noqa: E402
+from bot.taste.profile import TasteItem, allergy, diet, diet_conflict  # noqa: E402
 from model import DishCatalog  # noqa: E402
 
 QUESTIONS = [
@@ -163,7 +163,7 @@ def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: tim
     by_id = {u.id: u for u in users}
     history: dict[int, list[tuple[datetime, set[str]]]] = {}
     counts = {"answers": 0, "allergen": 0, "diet": 0, "dislike": 0, "repeat": 0, "fallback": 0, "no_dish": 0}
-    from bot.taste_parse import TasteReader
+    from bot.taste.parse import TasteReader
 
     rules = TasteReader.load(catalog).rules
     for s in seen:
@@ -195,7 +195,7 @@ def latency_row(seen: list[Seen]) -> tuple[float, float, float]:
 async def attach_attempts(store: Store, seen: list[Seen]) -> None:
     from sqlalchemy import select
 
-    from bot.storage import Turn
+    from bot.store.history import Turn
 
     def read() -> dict[int, int]:
         with store.engine.connect() as db:

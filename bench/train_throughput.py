@@ -63,7 +63,7 @@ def build_base(workdir: Path, gpu: bool) -> Path:
     import torch
     from transformers import GPTNeoXForCausalLM
 
-    from model.tiny import build_tiny_model, korean_corpus, train_tokenizer
+    from model.demo.tiny import build_tiny_model, korean_corpus, train_tokenizer
 
     base = workdir / ("polyglot-5.8b-random" if gpu else "tiny")
     if (base / "config.json").exists():
@@ -92,7 +92,7 @@ def run_reference(base: str, data: str, out: Path, steps: int, batch_size: int) 
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
     from model.loading import quantization_config
-    from model.train import measured_trainer_class, peak_memory, reset_peak_memory
+    from model.training.sft import measured_trainer_class, peak_memory, reset_peak_memory
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -127,7 +127,7 @@ def run_reference(base: str, data: str, out: Path, steps: int, batch_size: int) 
 
 
 def run_ours(base: str, data: str, out: Path, steps: int, batch_size: int, settings: dict) -> dict:
-    from model.train import TrainConfig, train
+    from model.training.sft import TrainConfig, train
 
     config = TrainConfig(data=str(data), base=str(base), out=str(out), max_steps=steps, batch_size=batch_size,
                          quantization=settings.get("quantization", "4bit"), lora_targets="qkv",

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bot.database import url_secrets
 from bot.settings import Settings
+from bot.store.database import url_secrets
 
 
 def redact_secrets_in_logs(settings: Settings) -> Callable[[], None]:

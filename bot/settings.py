@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         # The URL may hold the database password; repr (and so any log of the settings) shows it masked.
         for name, value in super().__repr_args__():
             if name == "database_url" and isinstance(value, str):
-                from bot.database import mask_url
+                from bot.store.database import mask_url
 
                 value = mask_url(value)
             yield name, value

@@ -13,12 +13,12 @@ import sys
 
 # (module, attribute): each `register(subparsers)` adds its commands and sets `func(args) -> int`.
 COMMAND_GROUPS: tuple[str, ...] = (
-    "model.cli",
-    "model.train_cli",
-    "model.demo_cli",
-    "bot.cli",
-    "dataset_builder.cli",
-    "bot.feedback_cli",  # adds `feedback` to dataset_builder's `dataset` group
+    "mechuri.model_commands",
+    "mechuri.train_commands",
+    "mechuri.demo_commands",
+    "mechuri.bot_commands",
+    "mechuri.dataset_commands",
+    "mechuri.feedback_commands",  # adds `feedback` to dataset_builder's `dataset` group
 )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from bot.storage import Base
+from bot.store.history import Base
 
 DEFAULT_URL = "sqlite+aiosqlite:///mechuri.db"
 

@@ -30,36 +30,36 @@ _EXPORTS: dict[str, str] = {
     "AdapterError": "model.types",
     "GeneratorBusy": "model.types",
     "GeneratorClosed": "model.types",
-    "Dish": "model.dishes",
-    "DishCatalog": "model.dishes",
-    "request_check": "model.fit",
-    "wishes_in": "model.fit",
-    "SafetyNotes": "model.safety",
-    "SafetyNotesError": "model.safety",
-    "warm_up_morphology": "model.morph",
+    "Dish": "model.food.dishes",
+    "DishCatalog": "model.food.dishes",
+    "request_check": "model.food.fit",
+    "wishes_in": "model.food.fit",
+    "SafetyNotes": "model.food.safety",
+    "SafetyNotesError": "model.food.safety",
+    "warm_up_morphology": "model.food.morph",
     # torch
-    "DemoRecipe": "model.demo",
-    "QUICK_RECIPE": "model.demo",
-    "build_demo_model": "model.demo",
-    "demo_dir": "model.demo",
+    "DemoRecipe": "model.demo.build",
+    "QUICK_RECIPE": "model.demo.build",
+    "build_demo_model": "model.demo.build",
+    "demo_dir": "model.demo.build",
     "load_model": "model.loading",
     "load_tokenizer": "model.loading",
     "LoadedModel": "model.loading",
-    "Generator": "model.generator",
-    "GenerationStream": "model.generator",
+    "Generator": "model.serving.generator",
+    "GenerationStream": "model.serving.generator",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from model.demo import QUICK_RECIPE, DemoRecipe, build_demo_model, demo_dir
-    from model.dishes import Dish, DishCatalog
-    from model.fit import request_check, wishes_in
-    from model.generator import GenerationStream, Generator
+    from model.demo.build import QUICK_RECIPE, DemoRecipe, build_demo_model, demo_dir
+    from model.food.dishes import Dish, DishCatalog
+    from model.food.fit import request_check, wishes_in
+    from model.food.morph import warm_up_morphology
+    from model.food.safety import SafetyNotes, SafetyNotesError
     from model.loading import LoadedModel, load_model, load_tokenizer
-    from model.morph import warm_up_morphology
     from model.prompt import BuiltPrompt, PromptTurn, build_prompt, neutralise
-    from model.safety import SafetyNotes, SafetyNotesError
+    from model.serving.generator import GenerationStream, Generator
     from model.types import (
         AdapterError,
         AdapterInfo,

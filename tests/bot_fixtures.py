@@ -11,9 +11,9 @@ from typing import Any
 from databases import as_database, url_of
 from fakes import FakeGenerator
 
-from bot.conversation import ConversationService
+from bot.service.conversation import ConversationService
 from bot.settings import GenerationDefaults
-from bot.storage import Store, run_upgrade
+from bot.store.history import Store, run_upgrade
 
 
 def fresh_db(tmp_path: Path, name: str = "history.db") -> Path:

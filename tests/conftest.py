@@ -16,7 +16,7 @@ os.environ.setdefault("MECHURI_TEST", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Polyglot-shaped model, fitted on a few food answers so its output is readable."""
-    from model.tiny import build_tiny_model
+    from model.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", train_steps=60, seed=0)
 
@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def polyglot_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Polyglot-faithful flavour: no pad token (pad falls back to EOS), extra special tokens, and embedding rows
     past the tokenizer, as in the real KoAlpaca-Polyglot-5.8B."""
-    from model.tiny import build_tiny_model
+    from model.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("polyglot") / "model", train_steps=60, seed=0, flavour="polyglot")
 
@@ -39,21 +39,21 @@ def any_model_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def any_adapter_dir(any_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random LoRA adapter for whichever flavour `any_model_dir` is."""
-    from model.tiny import make_tiny_adapter
+    from model.demo.tiny import make_tiny_adapter
 
     return make_tiny_adapter(any_model_dir, tmp_path_factory.mktemp("any-adapters") / "spicy", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.tiny import make_tiny_adapter
+    from model.demo.tiny import make_tiny_adapter
 
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "spicy", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_adapter2_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.tiny import make_tiny_adapter
+    from model.demo.tiny import make_tiny_adapter
 
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters2") / "mild", seed=2)
 

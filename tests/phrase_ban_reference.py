@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from model.avoid import _TAIL_TOKENS, TokenBytes
+from model.serving.bans import _TAIL_TOKENS, TokenBytes
 
 
 class ReferencePhraseBan:

@@ -31,7 +31,7 @@ REPLICA_SCRIPT = """
 import asyncio, logging, sys
 sys.path.insert(0, {tests!r})
 from fakes import FakeGenerator
-from bot.app import run_bot
+from bot.telegram.app import run_bot
 from bot.settings import load_settings
 
 logging.basicConfig(level=logging.{level}, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from bot.answering import _reach, _word_start
+from bot.service.drawing import _reach, _word_start
 from model import DishCatalog
 
 CATALOG = DishCatalog.load()

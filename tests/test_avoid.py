@@ -9,7 +9,7 @@ import pytest
 from phrase_ban_reference import ReferencePhraseBan
 
 from model import DishCatalog
-from model.avoid import PhraseBan, TokenBytes
+from model.serving.bans import PhraseBan, TokenBytes
 
 
 @pytest.fixture(scope="module")

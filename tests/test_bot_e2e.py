@@ -23,7 +23,7 @@ RUN_WITH_FAKE_GENERATOR = """
 import sys
 sys.path.insert(0, "tests")
 from fakes import FakeGenerator
-from bot.app import run_bot
+from bot.telegram.app import run_bot
 from bot.settings import load_settings
 import logging
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")

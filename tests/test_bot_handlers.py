@@ -12,7 +12,7 @@ from bot_fixtures import all_turns, rows
 from fakes import FakeGenerator
 from tg_harness import ADMIN, telegram_bot, wait_until
 
-from bot.handlers import (
+from bot.telegram.handlers import (
     ADMIN_ONLY,
     BAD_BUTTON,
     FORGET_CANCELLED,

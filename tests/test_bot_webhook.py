@@ -20,9 +20,9 @@ from fake_bot_api import FakeBotAPI, FakeBotServer
 from fakes import FakeGenerator
 from telegram.ext import Application
 
-from bot.app import serve
 from bot.settings import load_settings
-from bot.storage import Store
+from bot.store.history import Store
+from bot.telegram.app import serve
 
 TOKEN = "777001:WEBHOOK-test-token"
 SECRET = "s3cret-WEBHOOK_token"

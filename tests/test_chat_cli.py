@@ -14,7 +14,7 @@ import pytest
 from bot_fixtures import all_turns, fresh_db, service_on
 from fakes import FakeCatalog, FakeGenerator
 
-from bot.chat import (
+from bot.terminal.chat import (
     BUSY_TEXT,
     FORGET_ASK,
     FORGET_CANCELLED,
@@ -92,8 +92,8 @@ async def test_commands_behave_like_the_bot(db: Path, tmp_path: Path) -> None:
 
 async def test_a_refused_premise_and_a_caution(db: Path) -> None:
     """A dangerous premise gets a polite refusal without a generation and cannot be retried; a hazard gets a caution."""
-    from model.dishes import DishCatalog
-    from model.safety import SafetyNotes
+    from model.food.dishes import DishCatalog
+    from model.food.safety import SafetyNotes
 
     gen = FakeGenerator(["호박죽 어때요?"])
     out = io.StringIO()
@@ -119,12 +119,12 @@ FAKE_CLI = """
 import sys
 sys.path.insert(0, {tests!r})
 from fakes import FakeGenerator
-import bot.chat
+import bot.terminal.chat
 
 async def fake_generator(settings, args):
     return FakeGenerator(["짬뽕 어때요?", "짜장면 어때요?"])
 
-bot.chat.load_generator = fake_generator
+bot.terminal.chat.load_generator = fake_generator
 from mechuri.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -224,7 +224,7 @@ def test_an_answer_budget_larger_than_the_model_context_fails_clearly(tiny_model
 
 
 async def test_run_chat_confirms_taste_statements_with_a_y_n_line(db: Path) -> None:
-    from bot.taste import allergy, diet
+    from bot.taste.profile import allergy, diet
     from model import DishCatalog
 
     gen = FakeGenerator(["새우튀김 어때요?", "비빔밥 어때요?", "냉면 어때요?", "된장찌개 어때요?"])

@@ -10,7 +10,7 @@ import pytest
 from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeCatalog, FakeGenerator
 
-from bot.conversation import (
+from bot.service.conversation import (
     FAILED_TEXT,
     TRUNCATED_NOTICE,
     AdapterRefused,

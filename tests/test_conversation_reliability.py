@@ -15,8 +15,8 @@ import pytest
 from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeGenerator
 
-from bot.conversation import FORGOTTEN_TEXT, ConversationBusy
-from bot.storage import Store
+from bot.service.conversation import FORGOTTEN_TEXT, ConversationBusy
+from bot.store.history import Store
 
 TESTS = Path(__file__).resolve().parent
 
@@ -101,9 +101,9 @@ import asyncio, sys
 sys.path.insert(0, {tests!r})
 from bot_fixtures import all_turns, fresh_db, rows, service_on
 from fakes import FakeGenerator
-from bot.conversation import ConversationService
+from bot.service.conversation import ConversationService
 from bot.settings import GenerationDefaults
-from bot.storage import Store
+from bot.store.history import Store
 
 async def main():
     store = Store({url!r})

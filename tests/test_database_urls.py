@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import run_bot
-from bot.database import mask_url, url_secrets
 from bot.settings import load_settings
+from bot.store.database import mask_url, url_secrets
+from bot.telegram.app import run_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 

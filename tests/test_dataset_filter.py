@@ -175,7 +175,7 @@ def test_index_verifies_few_candidates_on_a_large_set():
 
 
 def test_filter_cli_reports_bad_line_and_writes_dropped_with_nearest(tmp_path, capsys):
-    from dataset_builder.cli import main
+    from mechuri.dataset_commands import main
 
     src = tmp_path / "in.jsonl"
     lines = [

@@ -236,7 +236,7 @@ async def test_resume_after_kill_9(seed_file, tmp_path):
     with FakeOpenAI(script=[completion(tasks_json(0, 4)), completion(tasks_json(4, 4))], default=lambda n, b: hang()) \
             as server:
         env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-        cmd = [sys.executable, "-m", "dataset_builder.cli", "generate", "--out", str(out), "--num", "20",
+        cmd = [sys.executable, "-m", "mechuri.dataset_commands", "generate", "--out", str(out), "--num", "20",
                "--tasks-per-request", "4", "--concurrency", "1", "--tokenizer", "char", "--seed-tasks",
                str(seed_file), "--base-url", server.url, "--no-progress"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

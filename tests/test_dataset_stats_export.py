@@ -81,7 +81,7 @@ def test_export_is_read_by_datasets_and_splits(tmp_path):
             "instances": [{"input": "", "output": "북엇국"}, {"input": "매운 거", "output": "짬뽕"}],
             "is_classification": False}
     seeds.write_text(json.dumps(seed, ensure_ascii=False) + "\n", encoding="utf-8")
-    from dataset_builder.cli import main
+    from mechuri.dataset_commands import main
 
     train, evaluation = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
     code = main(["export", "--in", str(alpaca), "--in", str(seeds), "--out", str(train),

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import GenerationRequest, Generator, build_prompt, load_model
-from model.avoid import TokenBytes
-from model.sampling import REPLACEMENT_CHAR
-from model.utf8 import BOUNDARY, Utf8Table
+from model.serving.bans import TokenBytes
+from model.serving.sampling import REPLACEMENT_CHAR
+from model.serving.utf8 import BOUNDARY, Utf8Table
 
 QUESTIONS = ["매운 요리 추천해줘", "비 오는 날 뭐 먹지", "해장 추천", "야식 추천해줘", "더운 날 시원한 거"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,7 +230,7 @@ def test_the_utf8_table_allows_exactly_the_valid_prefixes(tokens: list[bytes]) -
 
 def test_the_decode_step_compiles_as_one_graph_with_the_same_tokens(tiny_model_dir: Path) -> None:
     """fullgraph=True fails on any host sync or graph break: this is the property CUDA-graph capture needs."""
-    from model.decode import DecodeBatch, Newcomer
+    from model.serving.decode import DecodeBatch, Newcomer
 
     loaded = load_model(str(tiny_model_dir))
     tok = loaded.tokenizer

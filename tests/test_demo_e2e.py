@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.dishes import DishCatalog
+from model.food.dishes import DishCatalog
 
 MARKER = "메추리> "
 

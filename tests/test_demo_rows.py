@@ -7,9 +7,9 @@ import json
 import random
 from pathlib import Path
 
-from model.demo_rows import ENDINGS, TEXTS, tag_rows
-from model.dishes import DishCatalog
-from model.fit import WISHES, dish_fits, wishes_in
+from model.demo.rows import ENDINGS, TEXTS, tag_rows
+from model.food.dishes import DishCatalog
+from model.food.fit import WISHES, dish_fits, wishes_in
 
 HELD_OUT = Path(__file__).resolve().parents[1] / "data" / "demo_eval_questions.jsonl"
 
@@ -45,7 +45,7 @@ def test_the_answer_words_name_no_dish_of_their_own() -> None:
 
 
 def test_thread_picker_keeps_the_faster_choice() -> None:
-    from model.demo import ThreadPicker
+    from model.demo.build import ThreadPicker
 
     picker = ThreadPicker(2, every=20, probe=3)
     slow = {1: 0.1, 2: 1.0}  # a loaded machine: one thread wins

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from model.dishes import ALLERGENS, DEFAULT_PATH, TAGS, CatalogError, DishCatalog, normalize
+from model.food.dishes import ALLERGENS, DEFAULT_PATH, TAGS, CatalogError, DishCatalog, normalize
 
 HEADER = "name,aliases,category,tags,allergens\n"
 MEAT_AND_SEAFOOD = {"돼지고기", "쇠고기", "닭고기", "게", "새우", "오징어", "고등어", "조개류"}
@@ -314,7 +314,7 @@ def test_bad_header_empty_file_short_name_and_missing_file(tmp_path: Path) -> No
 
 
 def test_extractor_imports_neither_torch_nor_bot() -> None:
-    code = "import sys, model.dishes; bad = {'torch', 'bot', 'transformers'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, model.food.dishes; bad = {'torch', 'bot', 'transformers'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model.evaluate import AnswerCheck, hangul_counts, repeats_sentence, summarise
-from model.tiny import TINY_QA
+from model.demo.tiny import TINY_QA
+from model.eval.evaluate import AnswerCheck, hangul_counts, repeats_sentence, summarise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,8 +80,8 @@ def test_eval_of_missing_data_fails_clearly(tiny_model_dir: Path, tmp_path: Path
 
 def test_what_a_reader_sees() -> None:
     """Broken characters, fit to the request and the word-salad proxy, first answers and "다른 거" apart."""
-    from model.evaluate import format_table, reader_stats
-    from model.reader import corpus_words, unknown_words
+    from model.eval.evaluate import format_table, reader_stats
+    from model.eval.reader import corpus_words, unknown_words
 
     known = corpus_words([Path(__file__).resolve().parents[1] / "data" / "mechuri_starter.jsonl"])
     assert unknown_words("김치찌개 어때요?", known) == [] and unknown_words("할엔탈이 어때요?", known) == ["할엔탈이"]

@@ -12,10 +12,9 @@ from bot_fixtures import rows, service_on
 from fakes import FakeGenerator
 from tg_harness import Harness, telegram_bot, wait_until
 
-from bot.conversation import REFUSED_UNKNOWN, REFUSED_VOTE, RetryRefused
-from bot.handlers import BAD_BUTTON, parse_retry
-from bot.taste import allergy
-from bot.telegram_feedback import (
+from bot.service.conversation import REFUSED_UNKNOWN, REFUSED_VOTE, RetryRefused
+from bot.taste.profile import allergy
+from bot.telegram.feedback import (
     ALREADY_COUNTED,
     FEEDBACK_OFF,
     MAX_TURN_ID,
@@ -25,8 +24,9 @@ from bot.telegram_feedback import (
     feedback_keyboard,
     parse_vote,
 )
+from bot.telegram.handlers import BAD_BUTTON, parse_retry
 from model import DishCatalog
-from model.safety import SafetyNotes
+from model.food.safety import SafetyNotes
 
 KEYBOARD = "reply_markup"
 

@@ -14,8 +14,8 @@ from databases import SqliteDatabase
 from fakes import FakeCatalog, FakeGenerator
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.feedback_export import ExportOptions, FeedbackExportError, export_feedback, open_readonly
-from bot.storage import run_upgrade
+from bot.feedback.export import ExportOptions, FeedbackExportError, export_feedback, open_readonly
+from bot.store.history import run_upgrade
 from mechuri.cli import main
 
 DISHES = ["짬뽕", "짜장면", "탕수육", "김치찌개", "비빔밥", "냉면"]

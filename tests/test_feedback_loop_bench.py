@@ -16,7 +16,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import feedback_loop as fl  # noqa: E402
 
-from bot.feedback_export import ExportOptions, export_feedback  # noqa: E402
+from bot.feedback.export import ExportOptions, export_feedback  # noqa: E402
 from model import DishCatalog  # noqa: E402
 
 QUESTION = "점심 메뉴 추천해줘"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.dishes import DishCatalog
-from model.fit import WISHES, answer_fits, request_check, wishes_in
+from model.food.dishes import DishCatalog
+from model.food.fit import WISHES, answer_fits, request_check, wishes_in
 
 HELD_OUT = Path(__file__).resolve().parents[1] / "data" / "demo_eval_questions.jsonl"
 

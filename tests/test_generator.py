@@ -16,7 +16,7 @@ from model import (
     build_prompt,
     load_model,
 )
-from model.sampling import TextTracker
+from model.serving.sampling import TextTracker
 
 QUESTIONS = ["매운 요리 추천해줘", "비 오는 날 뭐 먹지", "해장 추천", "야식 추천해줘", "더운 날 시원한 거"]
 
@@ -93,7 +93,7 @@ def test_text_tracker_never_releases_the_stop_marker(tiny_model_dir: Path) -> No
 
 
 async def test_generation_stops_at_the_marker(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from model.tiny import fit_texts
+    from model.demo.tiny import fit_texts
 
     loaded = load_model(str(tiny_model_dir))
     # Teach the model to run on into a new turn, as an undertrained model does.

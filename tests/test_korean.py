@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.korean import particle, with_particle
-from model.dishes import DishCatalog
+from model.food.dishes import DishCatalog
 
 KIWI_TAGS = {"을": "JKO", "이": "JKS", "은": "JX", "으로": "JKB", "과": "JC"}
 

@@ -81,7 +81,7 @@ def test_broken_adapter_folder(tiny_model_dir, tiny_adapter_dir, tmp_path) -> No
 
 
 def test_adapter_made_for_another_base(tiny_adapter_dir, tmp_path) -> None:
-    from model.tiny import build_tiny_model
+    from model.demo.tiny import build_tiny_model
 
     other = build_tiny_model(tmp_path / "wide", hidden=64, layers=1, heads=2)
     with pytest.raises(AdapterError, match="made for another base"):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from model.demo.tiny import TINY_QA
 from model.prompt import build_prompt
-from model.sft_data import DataError
-from model.tiny import TINY_QA
+from model.training.sft_data import DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +50,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def test_the_export_format_loads_with_datasets_and_with_us(files) -> None:
     from datasets import load_dataset
 
-    from model.pref_data import read_prefs
+    from model.training.preference_data import read_prefs
 
     dpo = load_dataset("json", data_files=str(files["dpo"]), split="train")
     rows, report = read_prefs(files["dpo"], "dpo")
@@ -65,7 +65,7 @@ def test_the_export_format_loads_with_datasets_and_with_us(files) -> None:
 
 
 def test_bad_lines_are_counted_and_skipped(tmp_path) -> None:
-    from model.pref_data import read_prefs
+    from model.training.preference_data import read_prefs
 
     good = pairs()[0]
     path = write(tmp_path / "d.jsonl", [good], (
@@ -87,7 +87,7 @@ def test_bad_lines_are_counted_and_skipped(tmp_path) -> None:
 
 def test_the_wrong_format_fails_clearly(files, tiny_model_dir, tmp_path, capsys) -> None:
     from mechuri.cli import main
-    from model.pref_data import read_prefs
+    from model.training.preference_data import read_prefs
 
     with pytest.raises(DataError, match=rf'missing key\(s\) "chosen", "rejected" on {2 * len(TINY_QA)} line\(s\); --method dpo needs '
                                         r'"prompt", "chosen", "rejected".*--method kto'):
@@ -106,8 +106,8 @@ def test_the_wrong_format_fails_clearly(files, tiny_model_dir, tmp_path, capsys)
 def test_pairs_are_tokenized_as_sft_and_serving_tokenize(tiny_model_dir) -> None:
     """The prompt ids are the generator's for the same text; the answer ids (EOS included) are SFT's labels."""
     from model.loading import eos_id_of, load_tokenizer
-    from model.pref_data import PairRow, tokenize_prefs
-    from model.sft_data import IGNORE_INDEX, AlpacaRow, DataReport, tokenize_row
+    from model.training.preference_data import PairRow, tokenize_prefs
+    from model.training.sft_data import IGNORE_INDEX, AlpacaRow, DataReport, tokenize_row
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     eos = eos_id_of(tokenizer)
@@ -201,7 +201,7 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from model.pref_train import PrefTrainConfig, train_preferences
+    from model.training.preference import PrefTrainConfig, train_preferences
 
     result = train_preferences(PrefTrainConfig(
         data=str(files["kto"]), base=str(tiny_model_dir), out=str(tmp_path / "kto"), method="kto", max_steps=4,
@@ -218,7 +218,7 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
 
 
 def test_sft_weight_adds_the_chosen_answers_loss(tiny_model_dir, files, tmp_path) -> None:
-    from model.pref_train import PrefTrainConfig, train_preferences
+    from model.training.preference import PrefTrainConfig, train_preferences
 
     def first_loss(name: str, **extra) -> float:
         result = train_preferences(PrefTrainConfig(
@@ -239,9 +239,9 @@ def test_sft_weight_adds_the_chosen_answers_loss(tiny_model_dir, files, tmp_path
 
 def test_dpo_4bit_on_cpu_with_evaluation(polyglot_model_dir, files, tmp_path) -> None:
     """QLoRA's layout on a CPU (keep_4bit_layout), an evaluation between training steps, and an adapter that loads."""
+    from model.demo.tiny import make_tiny_adapter
     from model.loading import load_model
-    from model.pref_train import PrefTrainConfig, train_preferences
-    from model.tiny import make_tiny_adapter
+    from model.training.preference import PrefTrainConfig, train_preferences
 
     init = make_tiny_adapter(polyglot_model_dir, tmp_path / "init", seed=3)
     result = train_preferences(PrefTrainConfig(
@@ -259,8 +259,8 @@ def test_scores_have_the_known_answer(tiny_model_dir, tmp_path) -> None:
     the pair flips the sign; a zero LoRA equals its base, so its implicit reward is 0 and never counts as a win."""
     from peft import LoraConfig, get_peft_model
 
+    from model.eval.preference import load_pairs, score_model
     from model.loading import load_model
-    from model.preference_eval import load_pairs, score_model
 
     rows = [{"prompt": build_prompt([], q, context=c or None).text, "chosen": a, "rejected": a[::-1]}
             for q, c, a in TINY_QA]

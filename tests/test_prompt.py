@@ -101,7 +101,7 @@ def polyglot_tokenizer(polyglot_model_dir: Path):
 
 
 def _pieces_of_special_tokens() -> list[str]:
-    from model.tiny import POLYGLOT_EXTRA_TOKENS, POLYGLOT_SPECIAL_TOKENS, SPECIAL_TOKENS
+    from model.demo.tiny import POLYGLOT_EXTRA_TOKENS, POLYGLOT_SPECIAL_TOKENS, SPECIAL_TOKENS
 
     pieces = ["<|", "|>", "<||>", "<", "|", ">", "#", "##", "###", " ", "\n", "답변:", "질문:", "김치", "\x00", "\r"]
     for token in dict.fromkeys([*SPECIAL_TOKENS, *POLYGLOT_SPECIAL_TOKENS, *POLYGLOT_EXTRA_TOKENS]):

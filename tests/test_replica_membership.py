@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from fakes import FakeGenerator
 
-from bot.conversation import ConversationBusy, ConversationService
-from bot.replicas import Membership
+from bot.service.conversation import ConversationBusy, ConversationService
 from bot.settings import GenerationDefaults
-from bot.storage import INTERRUPTED, Store, utcnow
+from bot.store.history import INTERRUPTED, Store, utcnow
+from bot.store.replicas import Membership
 
 
 def service_for(store: Store, gen: FakeGenerator) -> ConversationService:

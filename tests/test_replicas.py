@@ -28,8 +28,8 @@ from replica_fixtures import (
     wait_until,
 )
 
-from bot.conversation import REFUSED_STALE, REFUSED_STATUS
-from bot.storage import INTERRUPTED
+from bot.service.conversation import REFUSED_STALE, REFUSED_STATUS
+from bot.store.history import INTERRUPTED
 
 
 def text(user: int, m: int) -> str:

@@ -11,9 +11,9 @@ from bot_fixtures import all_turns, fresh_db, service_on
 from fakes import FakeGenerator
 
 from bot.korean import with_particle
-from model.dishes import DishCatalog
-from model.morph import lemmas, phrase
-from model.safety import DEFAULT_PATH, SafetyNotes, SafetyNotesError, parse_rows
+from model.food.dishes import DishCatalog
+from model.food.morph import lemmas, phrase
+from model.food.safety import DEFAULT_PATH, SafetyNotes, SafetyNotesError, parse_rows
 
 
 @pytest.fixture(scope="module")

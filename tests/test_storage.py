@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from conftest import BACKENDS
 from sqlalchemy import create_engine, inspect
 
-from bot.storage import Base, QuestionGone, Store, alembic_config, run_downgrade, run_upgrade, sync_url
+from bot.store.history import Base, QuestionGone, Store, alembic_config, run_downgrade, run_upgrade, sync_url
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"users", "conversations", "turns", "replicas", "user_locks", "taste_items", "recommended_dishes"}
@@ -233,7 +233,7 @@ async def test_an_answer_to_a_deleted_question_says_so(database) -> None:
 
 
 async def test_closing_twice_is_harmless(tmp_path) -> None:
-    from bot.storage import Store
+    from bot.store.history import Store
 
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'twice.db'}")
     await store.upgrade()

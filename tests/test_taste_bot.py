@@ -10,10 +10,10 @@ from bot_fixtures import fresh_db, rows
 from fakes import FakeGenerator
 from tg_harness import telegram_bot
 
-from bot import taste_text
-from bot.handlers import BAD_BUTTON, NOT_YOURS
-from bot.taste import ALLERGEN_ORDER
-from bot.taste_handlers import parse_confirm, parse_edit
+from bot.taste import replies as taste_text
+from bot.taste.profile import ALLERGEN_ORDER
+from bot.telegram.handlers import BAD_BUTTON, NOT_YOURS
+from bot.telegram.taste import parse_confirm, parse_edit
 from model import DishCatalog
 
 CATALOG = DishCatalog.load()

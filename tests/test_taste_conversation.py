@@ -13,9 +13,9 @@ import pytest
 from bot_fixtures import all_turns, fresh_db, rows, service_on
 from fakes import FakeGenerator
 
-from bot import taste_text
-from bot.conversation import ConversationService, TasteRefused
-from bot.taste import ALLERGEN_ORDER, TasteItem, allergy, diet
+from bot.service.conversation import ConversationService, TasteRefused
+from bot.taste import replies as taste_text
+from bot.taste.profile import ALLERGEN_ORDER, TasteItem, allergy, diet
 from model import DishCatalog
 
 CATALOG = DishCatalog.load()
@@ -239,7 +239,7 @@ async def test_very_long_messages_are_answered_not_read_for_statements(db: Path)
 
 
 async def test_a_busy_generator_leaves_the_question_to_answer_on_the_next_press(db: Path) -> None:
-    from bot.conversation import ConversationBusy
+    from bot.service.conversation import ConversationBusy
 
     gen = FakeGenerator(["비빔밥 어때요?"], busy=True)
     async with service_on(db, gen, catalog=CATALOG) as service:
@@ -254,7 +254,7 @@ async def test_a_busy_generator_leaves_the_question_to_answer_on_the_next_press(
 
 async def test_the_variety_window_comes_from_the_settings(db: Path) -> None:
     from bot.settings import SettingsError, load_settings
-    from bot.storage import Store
+    from bot.store.history import Store
 
     settings = load_settings(env_file=None, variety_days=2.5, database_url=f"sqlite+aiosqlite:///{db}")
     async with Store(settings.database_url) as store:

@@ -13,9 +13,9 @@ import pytest
 from bot_fixtures import fresh_db, rows, service_on
 
 from bot.settings import GenerationDefaults
-from bot.taste import allergy
+from bot.taste.profile import allergy
 from model import DishCatalog, Generator, load_model
-from model.tiny import TINY_QA
+from model.demo.tiny import TINY_QA
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CATALOG = DishCatalog.load()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot import taste_text
 from bot.korean import with_particle
-from bot.taste import ALLERGEN_ORDER, TasteItem, TasteProfile, TasteRules, allergy, diet
-from bot.taste_parse import TasteReader
+from bot.taste import replies as taste_text
+from bot.taste.parse import TasteReader
+from bot.taste.profile import ALLERGEN_ORDER, TasteItem, TasteProfile, TasteRules, allergy, diet
 from model import DishCatalog
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from bot_fixtures import fresh_db, rows, service_on
 from fakes import FakeGenerator
 
-from bot.storage import Store, run_downgrade, run_upgrade
-from bot.taste import TasteItem, allergy, diet
-from bot.taste_store import TasteStore
+from bot.store.history import Store, run_downgrade, run_upgrade
+from bot.store.taste import TasteStore
+from bot.taste.profile import TasteItem, allergy, diet
 
 
 def url(db: Path) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from model import GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
-from model.sft_data import (
+from model.training.sft import TrainConfig, train
+from model.training.sft_data import (
     IGNORE_INDEX,
     AlpacaRow,
     AnswerOnlyCollator,
@@ -18,7 +19,6 @@ from model.sft_data import (
     tokenize_row,
     tokenize_rows,
 )
-from model.train import TrainConfig, train
 
 # Rows the session's tiny model has not been fitted on, so a LoRA has something to learn.
 NEW_ROWS = [
@@ -168,8 +168,8 @@ def test_train_30_steps(quantization, any_model_dir, rows_file, tmp_path, capsys
     assert loaded.adapter.name == out.name
     assert metrics["eval_loss"] == metrics["eval_loss_curve"][-1][1]  # the curve's last point is the final number
     if quantization == "none":  # and it is the number `mechuri eval` computes for this adapter
-        from model.evaluate import answer_loss
-        from model.sft_data import load_examples
+        from model.eval.evaluate import answer_loss
+        from model.training.sft_data import load_examples
 
         examples, _ = load_examples(rows_file, loaded.tokenizer, eos_id=loaded.eos_token_id, max_length=1024)
         assert answer_loss(loaded.model, examples, loaded.pad_token_id) == pytest.approx(metrics["eval_loss"], 1e-5)
@@ -202,9 +202,9 @@ async def test_answer_only_labels_teach_the_model_to_stop(tmp_path, flavour) -> 
     with a tokenizer that has no pad token (pad = EOS is exactly the reference recipe's bug)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
+    from model.demo.tiny import TINY_QA, build_tiny_model
     from model.loading import eos_id_of, load_base, load_tokenizer
-    from model.sft_data import load_examples
-    from model.tiny import TINY_QA, build_tiny_model
+    from model.training.sft_data import load_examples
 
     base = build_tiny_model(tmp_path / "untrained", train_steps=0, flavour=flavour)
     data = write_rows(tmp_path / "d.jsonl", TINY_QA[:4])

@@ -18,10 +18,10 @@ from fakes import FakeGenerator
 from telegram import Update
 from telegram.ext import Application
 
-from bot.app import build_application, build_service, membership_for
-from bot.conversation import ConversationService
+from bot.service.conversation import ConversationService
 from bot.settings import Settings, load_settings
-from bot.storage import Store
+from bot.store.history import Store
+from bot.telegram.app import build_application, build_service, membership_for
 
 ADMIN = 900
 TOKEN = "123456:TEST-token-never-logged"

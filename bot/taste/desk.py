@@ -1,0 +1,126 @@
+"""Taste for the conversation service and the front ends: reading statements, the stored profile, what a profile
+and the recent days ban, and the /taste edits. Front ends call `service.taste` (this) for /taste; answering goes
+through ConversationService, which asks this desk what to avoid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.service.avoidance import AvoidList
+from bot.store.history import Store, utcnow
+from bot.store.taste import TasteStore
+from bot.taste.parse import Statement, TasteReader
+from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteItem, TasteProfile, TasteRules, allergy, diet
+from model.food.dishes import DishCatalog
+
+log = logging.getLogger(__name__)
+
+MAX_STATEMENT_CHARS = 300
+
+
+class TasteDesk:
+    def __init__(self, store: Store, catalog: DishCatalog, *, variety_days: float = 7.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = TasteStore(store)
+        self.catalog = catalog
+        self.variety_days = variety_days
+        self.clock = clock  # the benchmark's simulated week replaces it
+        self._rules = TasteRules(catalog)  # without the ingredient index until the reader is loaded
+        self._reader: TasteReader | None = None
+        self._loading: asyncio.Future[TasteReader] | None = None
+        self._bans: dict[TasteProfile, AvoidList] = {}  # what each profile rules out, built once per profile
+
+    # --- reading statements ---------------------------------------------------------------------------------------
+
+    async def reader(self) -> TasteReader:
+        """The statement reader, started once (Kiwi takes seconds) on a worker thread, never on the event loop."""
+        if self._reader is not None:
+            return self._reader
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(TasteReader.load, self.catalog))
+        try:
+            self._reader = await asyncio.shield(self._loading)
+        except Exception:
+            self._loading = None  # let a later message try again
+            raise
+        return self._reader
+
+    def preload(self) -> asyncio.Future[TasteReader]:
+        """Start loading the reader in the background (front ends call this at start-up)."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(TasteReader.load, self.catalog))
+            # A failure is logged (and retried) when a message needs the reader; nobody may be waiting now.
+            self._loading.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._loading
+
+    async def read(self, text: str) -> Statement | None:
+        # A statement is a sentence or two; analysing a 4,000-character message would hold the event loop.
+        if len(text) > MAX_STATEMENT_CHARS or not TasteReader.might_state(text):
+            return None
+        try:
+            reader = await self.reader()
+            return reader.read(text)
+        except Exception:  # never lose a message over it: it is answered as a question
+            log.exception("reading a taste statement failed; the message is answered as a question")
+            return None
+
+    # --- what a profile bans -----------------------------------------------------------------------------------
+
+    def since(self) -> datetime | None:
+        """The start of the variety window (None: variety is off)."""
+        return self.clock() - timedelta(days=self.variety_days) if self.variety_days > 0 else None
+
+    async def context(self, user_id: int) -> tuple[TasteProfile, frozenset[str]]:
+        """The user's profile and the dishes recommended to them within the variety window."""
+        return await self.store.context(user_id, self.since())
+
+    def context_reader(self, user_id: int) -> Callable[[Any], tuple[TasteProfile, frozenset[str]]]:
+        """`context` as a read to run inside the transaction that starts an answer."""
+        since = self.since()
+        return lambda db: TasteStore.read_context(db, user_id, since)
+
+    async def feed(self, avoid: AvoidList, profile: TasteProfile, recent: Iterable[str]) -> None:
+        """Add what the profile and the recent days rule out: allergies as guarantees; diet, dislikes and recent
+        dishes softly, lifted when the question asks for the dish by name."""
+        bans = self._bans.get(profile)
+        if bans is None:
+            rules = self._rules
+            if any(item.target == "ingredient" for item in profile.items):
+                try:
+                    rules = (await self.reader()).rules
+                except Exception:
+                    log.exception("no ingredient index: ingredient dislikes steer by the prompt only")
+            bans = AvoidList()
+            for conflict in rules.conflicts(profile):
+                bans.add((conflict.dish,), conflict.reason, guarantee=conflict.guarantee,
+                         unless_asked=not conflict.guarantee)
+            if rules is not self._rules or not any(i.target == "ingredient" for i in profile.items):
+                if len(self._bans) >= 256:  # a profile's bans are the same in every answer: keep the recent ones
+                    self._bans.pop(next(iter(self._bans)))
+                self._bans[profile] = bans
+        avoid.extend(bans)
+        avoid.add(recent, "recent", unless_asked=True)
+
+    # --- /taste edits ------------------------------------------------------------------------------------------
+
+    async def toggle_allergy(self, user_id: int, index: int) -> bool | None:
+        """Switch one allergen (by its place in ALLERGEN_ORDER); None for an index that names none."""
+        if not 0 <= index < len(ALLERGEN_ORDER):
+            return None
+        return await self.store.toggle(user_id, allergy(ALLERGEN_ORDER[index]))
+
+    async def toggle_diet(self, user_id: int, code: str) -> bool | None:
+        if code not in DIETS:
+            return None
+        return await self.store.toggle(user_id, diet(code))
+
+    async def remove(self, user_id: int, item_id: int) -> TasteItem | None:
+        return await self.store.remove(user_id, item_id)
+
+    async def remember(self, user_id: int, items: Iterable[TasteItem], user_name: str | None = None) -> TasteProfile:
+        return await self.store.add(user_id, items, user_name)

@@ -1,0 +1,87 @@
+"""The Korean copy of taste: confirming a statement, the /taste view, and the allergy lines of an answer.
+
+Shared by Telegram (bot/taste_handlers.py) and the terminal (bot/chat_taste.py). Particles after a word we do not
+know in advance come from kiwipiepy's Kiwi.join (bot.korean.with_particle); fixed words carry fixed particles.
+None of these lines names a catalog dish: an allergen word is never a dish name (a test checks), so a fallback
+cannot break the allergy guarantee itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.taste.profile import TasteItem, TasteProfile
+
+SECTION_TITLES = {"allergy": "알레르기", "diet": "식단", "dislike": "싫어하는 것", "like": "좋아하는 것"}
+EMPTY_PROFILE = "아직 기억하고 있는 입맛이 없어요. \"나 새우 알레르기 있어\", \"오이 싫어해\"처럼 말로 알려 주셔도 돼요."
+PROFILE_HINT = "알레르기가 있는 재료가 든 메뉴는 절대 추천하지 않아요. 식단과 싫어하는 것은 되도록 피하고, 좋아하는 것은 참고해요."
+DECLINED = "알겠어요, 기억하지 않을게요. 이번 답에만 반영할게요."
+DECLINED_NO_QUESTION = "알겠어요, 기억하지 않을게요."
+TASTE_GONE = "이 버튼의 메시지를 찾을 수 없어요. 입맛은 다시 말씀해 주시거나 /taste 에서 고쳐 주세요."
+TASTE_UNAVAILABLE = "지금은 입맛 기록을 쓸 수 없어요 (메뉴 목록을 불러오지 못했어요). 잠시 후 다시 시도해 주세요."
+
+
+def _join(words: Sequence[str]) -> str:
+    return "·".join(words)
+
+
+def _with_object(word: str) -> str:
+    from bot.korean import with_particle
+
+    return with_particle(word, "를")
+
+
+def confirm_question(items: Sequence[TasteItem]) -> str:
+    """"새우 알레르기를 기억해 둘까요?" — one sentence for one kind of item, a short list for several."""
+    kinds = {i.kind for i in items}
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        labels = [i.label for i in items]
+        if kind == "allergy":
+            return f"{_join(labels)} 알레르기를 기억해 둘까요?"
+        if kind == "dislike":
+            return f"{_with_object(_join(labels))} 싫어하신다고 기억해 둘까요?"
+        if kind == "like":
+            return f"{_with_object(_join(labels))} 좋아하신다고 기억해 둘까요?"
+        if len(items) == 1:
+            from bot.taste.profile import DIETS
+
+            return f"{DIETS[items[0].value].remember} 기억해 둘까요?"
+    return "이렇게 기억해 둘까요?\n" + summary(items)
+
+
+def summary(items: Sequence[TasteItem]) -> str:
+    lines = []
+    for kind, title in SECTION_TITLES.items():
+        labels = [i.label for i in items if i.kind == kind]
+        if labels:
+            lines.append(f"• {title}: {', '.join(labels)}")
+    return "\n".join(lines)
+
+
+def remembered(items: Sequence[TasteItem]) -> str:
+    return "기억했어요 ✅\n" + summary(items) + "\n/taste 에서 언제든 보고 고칠 수 있어요."
+
+
+def already_known(items: Sequence[TasteItem]) -> str:
+    return "이미 기억하고 있어요.\n" + summary(items)
+
+
+def profile_text(profile: TasteProfile) -> str:
+    if not profile:
+        return EMPTY_PROFILE
+    return "🍽 내 입맛 기록\n" + summary(profile.items) + "\n\n" + PROFILE_HINT
+
+
+def fallback(allergens: Sequence[str], *, asked_for_it: bool) -> str:
+    """What the user sees instead of an answer that still named a dish with one of their allergens."""
+    if asked_for_it:
+        return (f"말씀하신 메뉴에는 알레르기 재료({_join(allergens)})가 들어 있어서 추천해 드릴 수 없어요. "
+                "다른 메뉴를 물어봐 주시면 안전한 것으로 골라 볼게요.")
+    return (f"죄송해요, {_join(allergens)} 알레르기에 안전한 메뉴를 고르지 못했어요. "
+            "질문을 조금 바꿔서 다시 물어봐 주세요.")
+
+
+def check_ingredients(allergens: Sequence[str]) -> str:
+    """Added when the user has allergies and the answer names no dish the catalog knows (so nothing guaranteed)."""
+    return f"※ 재료에 알레르기 성분({_join(allergens)})이 들어 있지 않은지 꼭 확인해 주세요."

@@ -1,0 +1,1 @@
+"""The Telegram front end: the only code that imports python-telegram-bot."""

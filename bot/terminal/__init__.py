@@ -1,0 +1,1 @@
+"""The terminal front end (`mechuri chat`): stdin lines in, answers out, over the same conversation service."""

@@ -1,0 +1,122 @@
+"""`mechuri generate` and `mechuri tiny`: try a model from the command line. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+
+DEFAULT_BASE = "beomi/KoAlpaca-Polyglot-5.8B"
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """The sampling flags shared by every command that generates."""
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, printed)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 means greedy")
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--top-k", type=int, default=0, help="0 means off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.1)
+
+
+def add_model_flags(parser: argparse.ArgumentParser, *, model_required: bool = False) -> None:
+    parser.add_argument("--model", required=model_required, default=None if model_required else DEFAULT_BASE,
+                        help=f"base model: a local save_pretrained folder or a hub id (default {DEFAULT_BASE})")
+    parser.add_argument("--adapter", default=None, help="a PEFT LoRA adapter folder")
+    parser.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="none",
+                        help="4bit = NF4 with double quantisation (QLoRA); default none")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when present)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    gen = subparsers.add_parser("generate", help="one-shot generation from the command line",
+                                description="Generate one answer to a question with a KoAlpaca-style model.")
+    gen.add_argument("prompt", help='the question, e.g. "매운 요리 추천해줘"')
+    add_model_flags(gen)
+    add_sampling_flags(gen)
+    gen.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    gen.add_argument("--raw", action="store_true", help="send the prompt as-is, without the KoAlpaca template")
+    gen.set_defaults(func=cmd_generate)
+
+    tiny = subparsers.add_parser("tiny", help="write tiny GPT-NeoX models and adapters for tests and trials")
+    tiny_sub = tiny.add_subparsers(dest="tiny_command", metavar="COMMAND", required=True)
+    build = tiny_sub.add_parser("build", help="write a tiny Polyglot-shaped model + Korean tokenizer to a folder")
+    build.add_argument("out", type=Path)
+    build.add_argument("--train-steps", type=int, default=60,
+                       help="fit a few food answers so the output is readable (0 = random weights)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--flavour", choices=("tiny", "polyglot"), default="tiny",
+                       help="polyglot: like the real tokenizer, no pad token, extra special tokens, and embedding "
+                            "rows past the vocabulary")
+    build.set_defaults(func=cmd_tiny_build)
+    adapter = tiny_sub.add_parser("adapter", help="write a random LoRA adapter for a tiny model")
+    adapter.add_argument("base", type=Path)
+    adapter.add_argument("out", type=Path)
+    adapter.add_argument("--seed", type=int, default=0)
+    adapter.set_defaults(func=cmd_tiny_adapter)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from model.types import ModelError
+
+    try:
+        return asyncio.run(_generate(args))
+    except (ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    from model import GenerationRequest, Generator, build_prompt, load_model
+
+    loaded = load_model(args.model, adapter=args.adapter, quantization=args.quantization, device=args.device)
+    generator = Generator(loaded)
+    try:
+        seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+        budget = generator.max_context - args.max_new_tokens
+        built = None if args.raw else build_prompt([], args.prompt, tokenizer=generator.tokenizer, budget=budget)
+        request = GenerationRequest(
+            prompt=args.prompt if built is None else built.text, seed=seed, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            repetition_penalty=args.repetition_penalty,
+        )
+        if args.stream:
+            stream = generator.stream(request)
+            async for delta in stream:
+                print(delta, end="", flush=True)
+            print()
+            result = stream.result
+        else:
+            result = await generator.generate(request)
+            print(result.text)
+        assert result is not None
+        if built is not None and built.question_truncated:
+            print("note: the question was too long and was cut to fit the context", file=sys.stderr)
+        adapter = f"{result.adapter.name}@{result.adapter.version}" if result.adapter.name else "none"
+        print(
+            f"[seed {result.seed} · prompt {result.prompt_tokens} tok · {result.new_tokens} new tok "
+            f"({result.finish_reason}) · first token {result.ttft_s * 1000:.0f} ms · total {result.total_s:.2f} s · "
+            f"{result.tokens_per_s:.1f} tok/s · adapter {adapter} · {loaded.device}/{loaded.quantization}]",
+            file=sys.stderr,
+        )
+    finally:
+        await generator.close()
+    return 0
+
+
+def cmd_tiny_build(args: argparse.Namespace) -> int:
+    from model.demo.tiny import build_tiny_model
+
+    out = build_tiny_model(args.out, train_steps=args.train_steps, seed=args.seed, flavour=args.flavour)
+    print(f"tiny model written to {out}")
+    return 0
+
+
+def cmd_tiny_adapter(args: argparse.Namespace) -> int:
+    from model.demo.tiny import make_tiny_adapter
+
+    out = make_tiny_adapter(args.base, args.out, seed=args.seed)
+    print(f"tiny adapter written to {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: losses, generation checks, what a reader sees, and preference scores."""
