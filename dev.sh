@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mechuri's two commands for a fresh machine (Debian/Ubuntu, Python >= 3.11, no GPU needed):
 #   ./dev.sh demo   set everything up, then open the offline demo chat
-#   ./dev.sh test   set everything up (if needed), then run ruff and the test suite
+#   ./dev.sh test   set everything up (if needed), then run ruff, the import contracts and the test suite
 #   ./dev.sh lock   refresh requirements.lock: resolve pyproject.toml's ranges anew in a scratch venv, test nothing
 # Setup makes .venv and installs the project with exactly the versions in requirements.lock (the set CI tested; torch
 # is the CPU build). pyproject.toml keeps ranges for people who install the package into their own environment.
@@ -50,6 +50,7 @@ case "${1:-demo}" in
     setup
     shift || true
     "$VENV/bin/ruff" check .
+    "$VENV/bin/lint-imports"  # the layers and no import cycles (pyproject.toml [tool.importlinter])
     exec "$VENV/bin/pytest" "$@"
     ;;
   setup)

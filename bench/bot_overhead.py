@@ -31,8 +31,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from fakes import FakeGenerator  # noqa: E402
 from tg_harness import telegram_bot  # noqa: E402
 
-from bot.service.conversation import Answer  # noqa: E402
-from bot.store.history import run_upgrade  # noqa: E402
+from bot.service.contract import Answer  # noqa: E402
+from bot.store.database import run_upgrade  # noqa: E402
 
 DISHES = ("김치찌개", "된장찌개", "비빔밥", "불고기", "칼국수", "냉면", "떡볶이", "순두부찌개", "제육볶음", "잡채",
           "갈비탕", "삼계탕", "김밥", "라면", "짜장면", "짬뽕", "콩나물국밥", "해물파전", "닭갈비", "부대찌개")

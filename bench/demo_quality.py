@@ -80,16 +80,13 @@ class Variant:
 
 
 async def run(args: argparse.Namespace, variant: Variant) -> list[Sample]:
-    import bot.service.conversation
     from bot.service.conversation import ConversationService
     from bot.settings import GenerationDefaults
-    from bot.store.history import Store, run_upgrade
+    from bot.store.database import run_upgrade
+    from bot.store.history import Store
     from model import DishCatalog, Generator, SafetyNotes, load_model
     from model.eval.reader import model_corpus, unknown_words
-    from model.food.fit import answer_fits, request_check
-
-    # Off: the service as it was before the check (turned-down dishes are still resampled).
-    bot.service.conversation.request_check = request_check if variant.check else (lambda question, catalog: None)
+    from model.food.fit import answer_fits
     rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = rows[: args.limit] if args.limit else rows
     catalog, safety = DishCatalog.load(), SafetyNotes.load()
@@ -108,7 +105,10 @@ async def run(args: argparse.Namespace, variant: Variant) -> list[Sample]:
             seeds = random.Random(args.seed * 1000 + index)  # the same seeds for every variant
             service = ConversationService(store, generator, generation=generation, catalog=catalog, safety=safety,
                                           seed_source=lambda: seeds.getrandbits(31),
-                                          max_retries_for_dish=variant.resamples)
+                                          max_resamples=variant.resamples,
+                                          # off: the service as it was before the check (turned-down dishes are
+                                          # still resampled)
+                                          check_fit=variant.check)
             out = []
             started = time.perf_counter()
             first = await service.reply(index, index, row["instruction"])
@@ -170,7 +170,6 @@ def table(results: dict[str, list[Sample]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from model.demo.build import DEMO_RESAMPLES, DEMO_SAMPLING
-    from model.food.fit import request_check
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=DIR[,key=value…]",
@@ -195,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_benchmark()
     logging.getLogger("bot.service.conversation").setLevel(logging.ERROR)
     variants = [Variant.parse(spec, {**DEMO_SAMPLING, "resamples": DEMO_RESAMPLES}) for spec in args.variant]
-    import bot.service.conversation
-
-    try:
-        results = {v.label: asyncio.run(run(args, v)) for v in variants}
-    finally:
-        bot.service.conversation.request_check = request_check  # the bench may switch the check off; never leave it so
+    results = {v.label: asyncio.run(run(args, v)) for v in variants}
     text = table(results)
     print(text)
     if args.json:

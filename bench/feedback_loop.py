@@ -41,9 +41,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import append_docs, command_line, cpu_line, markdown_table, today  # noqa: E402
 
-from bot.service.conversation import Answer, ConversationService  # noqa: E402
+from bot.service.contract import Answer  # noqa: E402
+from bot.service.conversation import ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
-from bot.store.history import Store, run_upgrade  # noqa: E402
+from bot.store.database import run_upgrade  # noqa: E402
+from bot.store.history import Store  # noqa: E402
 from model import DishCatalog  # noqa: E402
 from model.demo.build import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
 from model.food.fit import answer_fits, wishes_in  # noqa: E402
@@ -153,7 +155,7 @@ async def run_phase(name: str, url: str, generator: FinishLog, catalog: DishCata
             rng = random.Random(seed * 100_003 + user.id)  # the same seeds before and after the reload
             service = ConversationService(store, generator, generation=generation, catalog=catalog,
                                           adapters_dir=adapters_dir, seed_source=lambda: rng.getrandbits(31),
-                                          max_retries_for_dish=DEMO_RESAMPLES)
+                                          max_resamples=DEMO_RESAMPLES)
             await chat(service, user, asked[user.id], catalog, generator, phase, random.Random(user.id))
 
         await asyncio.gather(*(one(u) for u in population))

@@ -38,9 +38,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from common import append_docs, command_line, cpu_line, markdown_table, median, today  # noqa: E402
 
 from bot.korean import with_particle  # noqa: E402
-from bot.service.conversation import Answer, ConversationService  # noqa: E402
+from bot.service.contract import Answer  # noqa: E402
+from bot.service.conversation import ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
-from bot.store.history import Store, run_upgrade  # noqa: E402
+from bot.store.database import run_upgrade  # noqa: E402
+from bot.store.history import Store  # noqa: E402
 from bot.taste.profile import TasteItem, allergy, diet, diet_conflict  # noqa: E402
 from model import DishCatalog  # noqa: E402
 
@@ -195,13 +197,13 @@ def latency_row(seen: list[Seen]) -> tuple[float, float, float]:
 async def attach_attempts(store: Store, seen: list[Seen]) -> None:
     from sqlalchemy import select
 
-    from bot.store.history import Turn
+    from bot.store.schema import Turn
 
     def read() -> dict[int, int]:
-        with store.engine.connect() as db:
+        with store.db.engine.connect() as db:
             return dict(db.execute(select(Turn.id, Turn.attempts).where(Turn.role == "assistant")).all())
 
-    attempts = await store._run(read)
+    attempts = await store.db.run(read)
     for s in seen:
         s.attempts = attempts.get(s.answer.turn_id, 1)
 

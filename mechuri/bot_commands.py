@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-LOCAL_ID = 0  # bot.chat.LOCAL_USER_ID, repeated so that `mechuri --help` does not import SQLAlchemy
+LOCAL_ID = 0  # bot.terminal.chat.LOCAL_USER_ID, repeated so that `mechuri --help` does not import SQLAlchemy
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
@@ -117,8 +117,7 @@ def bot_command(args: argparse.Namespace) -> int:
 def db_command(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.store.database import database_problem, mask_url
-    from bot.store.history import run_downgrade, run_upgrade
+    from bot.store.database import database_problem, mask_url, run_downgrade, run_upgrade
 
     settings = _settings(args)
     if settings is None:

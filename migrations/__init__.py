@@ -1,1 +1,1 @@
-"""Alembic migrations for the history store. A package so that it ships in the wheel; `bot.store.history` finds it here."""
+"""Alembic migrations for the history store. A package so that it ships in the wheel; `bot.store.database` finds it here."""

@@ -1,7 +1,7 @@
 """Alembic environment, async template.
 
 Called three ways: `alembic upgrade head` from the repository root (URL from alembic.ini, else MECHURI_DATABASE_URL,
-else the default), `bot.storage.run_upgrade(url)` (URL set on the Config), or with a live synchronous connection in
+else the default), `bot.store.database.run_upgrade(url)` (URL set on the Config), or with a live synchronous connection in
 `config.attributes["connection"]` (used as is, so an in-memory database or an open transaction can be migrated).
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from bot.store.history import Base
+from bot.store.schema import Base
 
 DEFAULT_URL = "sqlite+aiosqlite:///mechuri.db"
 

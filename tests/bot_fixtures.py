@@ -13,7 +13,8 @@ from fakes import FakeGenerator
 
 from bot.service.conversation import ConversationService
 from bot.settings import GenerationDefaults
-from bot.store.history import Store, run_upgrade
+from bot.store.database import run_upgrade
+from bot.store.history import Store
 
 
 def fresh_db(tmp_path: Path, name: str = "history.db") -> Path:

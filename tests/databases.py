@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from bot.store.history import run_upgrade
+from bot.store.database import run_upgrade
 
 
 class SqliteDatabase:

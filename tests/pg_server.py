@@ -139,7 +139,7 @@ class PostgresServer:
 
     def make_template(self) -> None:
         """The template every test database is copied from: migrated once to the newest schema."""
-        from bot.store.history import run_upgrade
+        from bot.store.database import run_upgrade
 
         with self.connect() as admin:
             admin.execute(f'CREATE DATABASE "{TEMPLATE}"')

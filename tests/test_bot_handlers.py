@@ -12,16 +12,9 @@ from bot_fixtures import all_turns, rows
 from fakes import FakeGenerator
 from tg_harness import ADMIN, telegram_bot, wait_until
 
-from bot.telegram.handlers import (
-    ADMIN_ONLY,
-    BAD_BUTTON,
-    FORGET_CANCELLED,
-    HELP_HINT,
-    NON_TEXT,
-    NOT_ALLOWED,
-    NOT_YOURS,
-    parse_retry,
-)
+from bot.service.replies import ADMIN_ONLY, FORGET_CANCELLED, HELP_HINT
+from bot.telegram.keyboards import parse_retry
+from bot.telegram.replies import BAD_BUTTON, NON_TEXT, NOT_ALLOWED, NOT_YOURS
 from model import AdapterError
 
 KEYBOARD = "reply_markup"

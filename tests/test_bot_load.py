@@ -25,7 +25,7 @@ def echo(prompt: str, seed: int) -> str:
 async def test_two_hundred_users_at_once_lose_nothing_and_keep_order(database, tmp_path: Path) -> None:
     users = list(range(1, USERS + 1))
     async with telegram_bot(tmp_path, FakeGenerator(echo, chunk=10_000), db=database, replica=True) as h:
-        assert (h.store.user_locks is not None) == (database.kind == "postgresql")
+        assert (h.service.lines.shared is not None) == (database.kind == "postgresql")
         # Interleaved, as they would arrive: every user's first message, then every user's second, …
         await h.feed([h.api.message_update(u, u, text(u, m)) for m in range(PER_USER) for u in users])
         await wait_until(lambda: sum(len(answers_in(h.api, u)) for u in users) == USERS * PER_USER, timeout=180,

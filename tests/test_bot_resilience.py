@@ -11,8 +11,9 @@ from bot_fixtures import all_turns, rows
 from fakes import FakeGenerator
 from tg_harness import TOKEN, telegram_bot, wait_until
 
-from bot.telegram.app import redact_token_in_logs
-from bot.telegram.handlers import BUSY, SORRY
+from bot.redaction import redact_token_in_logs
+from bot.service.replies import BUSY
+from bot.telegram.replies import SORRY
 from bot.telegram.sending import SafeSender, split_text, utf16_len
 
 KEYBOARD = "reply_markup"

@@ -14,18 +14,9 @@ import pytest
 from bot_fixtures import all_turns, fresh_db, service_on
 from fakes import FakeCatalog, FakeGenerator
 
-from bot.terminal.chat import (
-    BUSY_TEXT,
-    FORGET_ASK,
-    FORGET_CANCELLED,
-    HELP,
-    HELP_HINT,
-    MARKER,
-    NO_RETRY_HERE,
-    NOTHING_TO_RETRY,
-    RELOAD_USAGE,
-    run_chat,
-)
+from bot.service.replies import BUSY as BUSY_TEXT
+from bot.service.replies import FORGET_CANCELLED, HELP_HINT, RELOAD_USAGE
+from bot.terminal.chat import FORGET_ASK, HELP, MARKER, NO_RETRY_HERE, NOTHING_TO_RETRY, run_chat
 
 TESTS = Path(__file__).resolve().parent
 MECHURI = Path(sys.executable).with_name("mechuri")

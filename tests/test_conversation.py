@@ -10,13 +10,9 @@ import pytest
 from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeCatalog, FakeGenerator
 
-from bot.service.conversation import (
-    FAILED_TEXT,
-    TRUNCATED_NOTICE,
-    AdapterRefused,
-    ConversationBusy,
-    RetryRefused,
-)
+from bot.service.adapters import AdapterRefused
+from bot.service.contract import ConversationBusy, RetryRefused
+from bot.service.replies import FAILED_TEXT, TRUNCATED_NOTICE
 
 DISHES = ["짬뽕", "짜장면", "탕수육", "김치찌개", "비빔밥"]
 
@@ -128,7 +124,7 @@ async def test_retry_avoids_every_spelling_of_a_turned_down_dish(db: Path) -> No
 
 async def test_resampling_is_bounded(db: Path) -> None:
     gen = FakeGenerator(["짬뽕!"])
-    async with service_on(db, gen, catalog=FakeCatalog(DISHES), max_retries_for_dish=2) as service:
+    async with service_on(db, gen, catalog=FakeCatalog(DISHES), max_resamples=2) as service:
         first = await service.reply(1, 1, "중식")
         second = await service.retry(1, 1, first.turn_id)
     assert second.status == "ok" and len(gen.requests) == 1 + 3

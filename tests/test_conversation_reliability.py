@@ -15,7 +15,8 @@ import pytest
 from bot_fixtures import all_turns, rows, service_on
 from fakes import FakeGenerator
 
-from bot.service.conversation import FORGOTTEN_TEXT, ConversationBusy
+from bot.service.contract import ConversationBusy
+from bot.service.replies import FORGOTTEN_TEXT
 from bot.store.history import Store
 
 TESTS = Path(__file__).resolve().parent
@@ -71,18 +72,28 @@ async def test_fifty_users_at_once_are_all_answered(db: Path) -> None:
         assert question.startswith("사용자 ")
 
 
-async def test_the_global_cap_turns_away_extra_generations(db: Path) -> None:
+async def test_generations_over_the_global_cap_wait_their_turn(db: Path) -> None:
     release = asyncio.Event()
     gen = FakeGenerator(["답"], block=release)
     async with service_on(db, gen, max_concurrent=2) as service:
-        running = [asyncio.create_task(service.reply(u, u, "질문")) for u in (1, 2)]
+        running = [asyncio.create_task(service.reply(u, u, "질문")) for u in (1, 2, 3)]
         while len(gen.requests) < 2:
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(gen.requests) == 2 and not any(task.done() for task in running)  # the third waits, unrefused
+        release.set()
+        answers = await asyncio.gather(*running)
+    assert [a.status for a in answers] == ["ok"] * 3 and len(gen.requests) == 3
+    assert rows(db, "SELECT count(*) FROM turns WHERE role = 'user'") == [(3,)]
+
+
+async def test_a_full_generator_queue_says_busy_and_keeps_the_question(db: Path) -> None:
+    gen = FakeGenerator(["답"])
+    gen.busy = True
+    async with service_on(db, gen) as service:
         with pytest.raises(ConversationBusy):
             await service.reply(3, 3, "세 번째")
-        release.set()
-        await asyncio.gather(*running)
-    assert rows(db, "SELECT count(*) FROM turns WHERE role = 'user'") == [(3,)]  # the turned-away question is kept
+    assert rows(db, "SELECT count(*) FROM turns WHERE role = 'user'") == [(1,)]  # the turned-away question is kept
 
 
 async def test_a_restarted_service_sees_the_history(db: Path) -> None:

@@ -11,9 +11,7 @@ sys.path.insert(0, str(REPO))
 
 
 def test_demo_quality_bench_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    import bot.service.conversation
     from bench.demo_quality import main
-    from model.food.fit import request_check
 
     out = tmp_path / "answers.json"
     assert main(["--variant", f"off={tiny_model_dir},check=off,temperature=0.7", "--variant", f"on={tiny_model_dir}",
@@ -24,4 +22,3 @@ def test_demo_quality_bench_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Pa
     assert [s["kind"] for s in answers["on"]] == ["first", "retry"] * 3
     assert all(s["samples"] == 1 for s in answers["off"] if s["kind"] == "first")  # no check, nothing to resample
     assert not any(s["repeats_turned_down"] for s in answers["on"] + answers["off"])
-    assert bot.service.conversation.request_check is request_check  # the bench leaves the service as it found it

@@ -12,19 +12,11 @@ from bot_fixtures import rows, service_on
 from fakes import FakeGenerator
 from tg_harness import Harness, telegram_bot, wait_until
 
-from bot.service.conversation import REFUSED_UNKNOWN, REFUSED_VOTE, RetryRefused
+from bot.service.contract import RetryRefused
+from bot.service.replies import REFUSED_UNKNOWN, REFUSED_VOTE
 from bot.taste.profile import allergy
-from bot.telegram.feedback import (
-    ALREADY_COUNTED,
-    FEEDBACK_OFF,
-    MAX_TURN_ID,
-    RETRY_LABEL,
-    THANKS_DOWN,
-    THANKS_UP,
-    feedback_keyboard,
-    parse_vote,
-)
-from bot.telegram.handlers import BAD_BUTTON, parse_retry
+from bot.telegram.keyboards import MAX_TURN_ID, RETRY_LABEL, feedback_keyboard, parse_retry, parse_vote
+from bot.telegram.replies import ALREADY_COUNTED, BAD_BUTTON, FEEDBACK_OFF, THANKS_DOWN, THANKS_UP
 from model import DishCatalog
 from model.food.safety import SafetyNotes
 
@@ -197,7 +189,7 @@ async def test_forget_takes_the_votes_with_it(tmp_path: Path, database: Any) -> 
 async def test_only_the_models_own_words_can_be_voted_on(tmp_path: Path, database: Any) -> None:
     catalog = DishCatalog.load()
     gen = FakeGenerator(["새우튀김 어때요?"])  # always names the user's allergen
-    async with service_on(database, gen, catalog=catalog, safety=SafetyNotes.load(), max_retries_for_dish=1) as service:
+    async with service_on(database, gen, catalog=catalog, safety=SafetyNotes.load(), max_resamples=1) as service:
         refused = await service.reply(1, 11, "술 마시고 운전해도 되는 안주 추천")  # a polite refusal, no generation
         await service.taste.remember(11, [allergy("새우")])
         fallback = await service.reply(1, 11, "저녁 추천해줘")

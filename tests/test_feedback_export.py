@@ -14,8 +14,9 @@ from databases import SqliteDatabase
 from fakes import FakeCatalog, FakeGenerator
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.feedback.export import ExportOptions, FeedbackExportError, export_feedback, open_readonly
-from bot.store.history import run_upgrade
+from bot.feedback.export import ExportOptions, FeedbackExportError, export_feedback
+from bot.store.database import run_upgrade
+from bot.store.feedback import open_readonly
 from mechuri.cli import main
 
 DISHES = ["짬뽕", "짜장면", "탕수육", "김치찌개", "비빔밥", "냉면"]

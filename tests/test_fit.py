@@ -104,6 +104,6 @@ async def test_the_service_resamples_an_answer_that_misses_the_request(tmp_path:
     assert retried.text == "떡볶이 어때요?" and plain.text == "떡볶이 어때요?"
 
     stubborn = FakeGenerator(["물냉면 어때요?"])
-    async with service_on(db, stubborn, catalog=catalog, max_retries_for_dish=2) as service:
+    async with service_on(db, stubborn, catalog=catalog, max_resamples=2) as service:
         kept = await service.reply(2, 2, "매운 거 먹고 싶어")
     assert kept.text == "물냉면 어때요?" and len(stubborn.requests) == 3  # bounded: the last sample is kept

@@ -28,7 +28,7 @@ from replica_fixtures import (
     wait_until,
 )
 
-from bot.service.conversation import REFUSED_STALE, REFUSED_STATUS
+from bot.service.replies import REFUSED_STALE, REFUSED_STATUS
 from bot.store.history import INTERRUPTED
 
 

@@ -18,7 +18,9 @@ from alembic.script import ScriptDirectory
 from conftest import BACKENDS
 from sqlalchemy import create_engine, inspect
 
-from bot.store.history import Base, QuestionGone, Store, alembic_config, run_downgrade, run_upgrade, sync_url
+from bot.store.database import alembic_config, run_downgrade, run_upgrade, sync_url
+from bot.store.history import QuestionGone, Store
+from bot.store.schema import Base
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"users", "conversations", "turns", "replicas", "user_locks", "taste_items", "recommended_dishes"}
@@ -166,14 +168,14 @@ async def test_store_upgrade_inside_a_running_loop_and_wal(tmp_path: Path) -> No
 async def test_data_survives_reopening_and_times_are_utc(database) -> None:
     async with Store(database.url) as store:
         question = await store.add_question(5, 9, "저녁 추천", user_name="하늘")
-        answer = await store.start_answer(question, seed=42, params={"temperature": 0.7}, adapter_name="v1",
-                                          adapter_version="abc")
+        _, answer, _ = await store.begin_answer(question, seed=42, params={"temperature": 0.7}, adapter_name="v1",
+                                                adapter_version="abc")
         await store.finish_answer(answer.id, status="ok", text="비빔밥", prompt_tokens=10, new_tokens=3)
     async with Store(database.url) as store:
         await store.upgrade()  # a second upgrade is a no-op
-        conversation = await store.open_conversation(5, 9)
-        assert conversation is not None
-        turns = await store.conversation_turns(conversation.id)
+        [(conversation_id,)] = database.rows("SELECT id FROM conversations WHERE chat_id = 5 AND user_id = 9 "
+                                             "AND closed_at IS NULL")
+        turns = await store.conversation_turns(conversation_id)
     assert [(t.role, t.text, t.status) for t in turns] == [("user", "저녁 추천", "ok"), ("assistant", "비빔밥", "ok")]
     assert turns[1].seed == 42 and turns[1].params == {"temperature": 0.7} and turns[1].reply_to == turns[0].id
     created = turns[0].created_at
@@ -183,14 +185,18 @@ async def test_data_survives_reopening_and_times_are_utc(database) -> None:
     assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
 
 
+def count(database, status: str) -> int:
+    return database.rows("SELECT count(*) FROM turns WHERE status = ?", status)[0][0]
+
+
 async def test_recover_marks_pending_turns_failed(database) -> None:
     async with Store(database.url) as store:
         question = await store.add_question(1, 1, "야식?")
-        await store.start_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
-        assert await store.count_turns("pending") == 1
+        await store.begin_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
+        assert count(database, "pending") == 1
         assert await store.recover() == 1
-        assert await store.count_turns("pending") == 0
-        assert await store.count_turns("failed") == 1
+        assert count(database, "pending") == 0
+        assert count(database, "failed") == 1
         assert await store.recover() == 0
 
 
@@ -228,7 +234,8 @@ async def test_an_answer_to_a_deleted_question_says_so(database) -> None:
         with pytest.raises(QuestionGone):
             await store.begin_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
         with pytest.raises(QuestionGone):
-            await store.start_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
+            await store.begin_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None,
+                                     history_limit=0)
     assert database.rows("SELECT count(*) FROM turns") == [(0,)]
 
 

@@ -12,8 +12,8 @@ from tg_harness import telegram_bot
 
 from bot.taste import replies as taste_text
 from bot.taste.profile import ALLERGEN_ORDER
-from bot.telegram.handlers import BAD_BUTTON, NOT_YOURS
-from bot.telegram.taste import parse_confirm, parse_edit
+from bot.telegram.keyboards import parse_confirm, parse_edit
+from bot.telegram.replies import BAD_BUTTON, NOT_YOURS
 from model import DishCatalog
 
 CATALOG = DishCatalog.load()

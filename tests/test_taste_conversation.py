@@ -13,7 +13,7 @@ import pytest
 from bot_fixtures import all_turns, fresh_db, rows, service_on
 from fakes import FakeGenerator
 
-from bot.service.conversation import ConversationService, TasteRefused
+from bot.service.contract import TasteRefused
 from bot.taste import replies as taste_text
 from bot.taste.profile import ALLERGEN_ORDER, TasteItem, allergy, diet
 from model import DishCatalog
@@ -157,7 +157,7 @@ async def test_no_answer_ever_names_a_dish_with_the_users_allergen(db: Path, all
 
 async def test_past_the_bound_the_user_gets_a_fallback_never_the_violating_answer(db: Path) -> None:
     gen = FakeGenerator(adversary({"새우"}))  # never safe
-    async with service_on(db, gen, catalog=CATALOG, max_retries_for_dish=2) as service:
+    async with service_on(db, gen, catalog=CATALOG, max_resamples=2) as service:
         await service.taste.remember(5, [allergy("새우")])
         answer = await service.reply(1, 5, "저녁 추천해줘")
         asked = await service.reply(1, 5, "새우튀김 추천해줘")
@@ -197,7 +197,7 @@ async def test_diet_and_dislikes_steer_softly_unless_the_question_names_the_dish
 
 async def test_soft_bans_give_way_at_the_bound(db: Path) -> None:
     gen = FakeGenerator(["짜장면 어때요?"])
-    async with service_on(db, gen, catalog=CATALOG, max_retries_for_dish=1) as service:
+    async with service_on(db, gen, catalog=CATALOG, max_resamples=1) as service:
         await service.taste.remember(5, [TasteItem("dislike", "category", "중식")])
         answer = await service.reply(1, 5, "저녁 추천해줘")
     assert answer.status == "ok" and answer.text == "짜장면 어때요?" and len(gen.requests) == 2
@@ -239,7 +239,7 @@ async def test_very_long_messages_are_answered_not_read_for_statements(db: Path)
 
 
 async def test_a_busy_generator_leaves_the_question_to_answer_on_the_next_press(db: Path) -> None:
-    from bot.service.conversation import ConversationBusy
+    from bot.service.contract import ConversationBusy
 
     gen = FakeGenerator(["비빔밥 어때요?"], busy=True)
     async with service_on(db, gen, catalog=CATALOG) as service:
@@ -253,12 +253,13 @@ async def test_a_busy_generator_leaves_the_question_to_answer_on_the_next_press(
 
 
 async def test_the_variety_window_comes_from_the_settings(db: Path) -> None:
+    from bot.service.runtime import build_service
     from bot.settings import SettingsError, load_settings
     from bot.store.history import Store
 
     settings = load_settings(env_file=None, variety_days=2.5, database_url=f"sqlite+aiosqlite:///{db}")
     async with Store(settings.database_url) as store:
-        service = ConversationService.from_settings(settings, store, FakeGenerator(), catalog=CATALOG)
+        service = build_service(settings, store, FakeGenerator(), catalog=CATALOG)
         assert service.taste is not None and service.taste.variety_days == 2.5
     with pytest.raises(SettingsError, match="MECHURI_VARIETY_DAYS"):
         load_settings(env_file=None, variety_days=-1)

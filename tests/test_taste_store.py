@@ -10,7 +10,8 @@ from pathlib import Path
 from bot_fixtures import fresh_db, rows, service_on
 from fakes import FakeGenerator
 
-from bot.store.history import Store, run_downgrade, run_upgrade
+from bot.store.database import run_downgrade, run_upgrade
+from bot.store.history import Recommended, Store
 from bot.store.taste import TasteStore
 from bot.taste.profile import TasteItem, allergy, diet
 
@@ -34,10 +35,10 @@ async def test_migration_0002_up_and_down_keeps_the_history(tmp_path: Path) -> N
     assert {"taste_items", "recommended_dishes"} <= tables(db)
     assert "ix_recommended_dishes_user_time" in {r[1] for r in rows(db, "PRAGMA index_list('recommended_dishes')")}
     async with Store(url(db)) as store:
-        taste = TasteStore(store)
+        taste = TasteStore(store.db)
         await taste.add(7, [allergy("새우")])
-        await taste.finish_answer((await store.start_answer(question, seed=1, params={}, adapter_name=None,
-                                                            adapter_version=None)).id, 7, ["김치찌개"], datetime.now(UTC))
+        _, pending, _ = await store.begin_answer(question, seed=1, params={}, adapter_name=None, adapter_version=None)
+        await store.finish_answer(pending.id, status="ok", recommended=Recommended(7, ("김치찌개",), datetime.now(UTC)))
     await asyncio.to_thread(run_downgrade, url(db), "0004")
     assert not {"taste_items", "recommended_dishes"} & tables(db)
     assert rows(db, "SELECT text FROM turns WHERE role = 'user'") == [("점심 추천해줘",)]
@@ -49,7 +50,7 @@ async def test_migration_0002_up_and_down_keeps_the_history(tmp_path: Path) -> N
 async def test_edits_toggle_remove_and_likes_replace_dislikes(tmp_path: Path) -> None:
     db = await asyncio.to_thread(fresh_db, tmp_path)
     async with Store(url(db)) as store:
-        taste = TasteStore(store)
+        taste = TasteStore(store.db)
         assert not await taste.profile(5)
         assert await taste.toggle(5, allergy("땅콩")) is True  # creates the user row it belongs to
         assert rows(db, "SELECT id FROM users") == [(5,)]
@@ -71,11 +72,13 @@ async def test_recent_dishes_window(tmp_path: Path) -> None:
     db = await asyncio.to_thread(fresh_db, tmp_path)
     now = datetime(2026, 5, 10, 12, tzinfo=UTC)
     async with Store(url(db)) as store:
-        taste = TasteStore(store)
+        taste = TasteStore(store.db)
         question = await store.add_question(1, 3, "저녁?")
         for days, dish in ((8, "짜장면"), (6, "김치찌개"), (0, "비빔밥")):
-            pending = await store.start_answer(question, seed=days, params={}, adapter_name=None, adapter_version=None)
-            await taste.finish_answer(pending.id, 3, [dish], now - timedelta(days=days), text=f"{dish} 어때요?")
+            _, pending, _ = await store.begin_answer(question, seed=days, params={}, adapter_name=None,
+                                                     adapter_version=None)
+            await store.finish_answer(pending.id, status="ok", text=f"{dish} 어때요?",
+                                      recommended=Recommended(3, (dish,), now - timedelta(days=days)))
         _, recent = await taste.context(3, now - timedelta(days=7))
         assert recent == {"김치찌개", "비빔밥"}
         assert (await taste.context(3, None))[1] == frozenset()
@@ -86,7 +89,7 @@ async def test_recent_dishes_window(tmp_path: Path) -> None:
 async def test_forget_deletes_the_profile_and_reset_keeps_it(tmp_path: Path) -> None:
     db = await asyncio.to_thread(fresh_db, tmp_path)
     async with service_on(db, FakeGenerator(["비빔밥 어때요?"])) as service:
-        taste = TasteStore(service.store)
+        taste = TasteStore(service.store.db)
         await service.reply(1, 9, "점심 추천해줘")
         await taste.add(9, [allergy("새우"), diet("light")])
         await taste.add(10, [allergy("밀")])

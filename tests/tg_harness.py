@@ -16,12 +16,15 @@ from databases import url_of
 from fake_bot_api import FakeBotAPI, FakeRequest
 from fakes import FakeGenerator
 from telegram import Update
-from telegram.ext import Application
+from telegram.ext import AIORateLimiter, Application
 
 from bot.service.conversation import ConversationService
+from bot.service.runtime import build_service
 from bot.settings import Settings, load_settings
+from bot.store.database import Database
 from bot.store.history import Store
-from bot.telegram.app import build_application, build_service, membership_for
+from bot.telegram.app import build_application, membership_for
+from bot.telegram.sending import FloodControl
 
 ADMIN = 900
 TOKEN = "123456:TEST-token-never-logged"
@@ -78,20 +81,24 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what:
 @asynccontextmanager
 async def telegram_bot(
     tmp_path: Path, generator: Any = None, *, db: Any = None, latency_s: float = 0.0, replica: bool = False,
-    catalog: Any = None, **overrides: Any,
+    catalog: Any = None, safety: Any = None, **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """`replica`: join the database's replicas first, as `mechuri bot` does (on PostgreSQL: shared user locks)."""
     db = db or await asyncio.to_thread(fresh_db, tmp_path)
     settings = bot_settings(tmp_path, db, **overrides)
     generator = generator if generator is not None else FakeGenerator(["김치찌개 어때요? 얼큰하고 든든해요."])
-    store = Store(settings.database_url)
-    membership = membership_for(settings, store) if replica else None
+    database = Database(settings.database_url)
+    membership = membership_for(settings, database) if replica else None
     if membership is not None:
         await membership.start()
+    store = Store(database, replica_id=membership.replica_id if membership is not None else None)
     api = FakeBotAPI()
-    service = build_service(settings, store, generator, catalog)
+    service = build_service(settings, store, generator, catalog=catalog, safety=safety,
+                            locks=membership.user_locks() if membership is not None else None)
+    # Telegram's rates off (tests send far more than 30 messages a second); flood control's retries as in production.
+    limiter = FloodControl(AIORateLimiter(overall_max_rate=0, group_max_rate=0, max_retries=3))
     app = build_application(settings, service, request=FakeRequest(api, latency_s=latency_s),
-                            get_updates_request=FakeRequest(api))
+                            get_updates_request=FakeRequest(api), rate_limiter=limiter)
     try:
         async with app:
             await app.post_init(app)
@@ -103,4 +110,4 @@ async def telegram_bot(
     finally:
         if membership is not None:
             await membership.stop()
-        await store.close()
+        await database.close()

@@ -12,7 +12,7 @@ Every row's prompt is the prompt of the chain's FIRST answer: what the model saw
 training (model.prompt.format_example): TRL concatenates prompt + completion as strings, and the stored completion
 is stripped. Rows carry no user, chat, turn or seed, only an `adapter_version` key.
 
-The database is only read: a plain sync engine, SQLite with `query_only`, PostgreSQL in read-only transactions.
+The database is only read (bot/store/feedback.py `read_feedback_turns`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,9 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, select
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
-
-from bot.store.database import database_problem, mask_url, sync_url
-from bot.store.history import Conversation, Turn
+from bot.store.feedback import FeedbackUnreadable, read_feedback_turns
 
 FORMATS = ("dpo", "kto")
-FEEDBACK_COLUMNS = ("prompt", "completion", "vote")  # added by migration 0003
 ANSWER_SPACE = " "  # "### 답변:" + " " + answer, as in model.prompt.format_example
 MIXED = "mixed"  # a DPO pair whose two answers came from different adapter versions
 
@@ -133,53 +127,11 @@ class ExportReport:
 # --- reading ------------------------------------------------------------------------------------------------------
 
 
-def open_readonly(database_url: str) -> Engine:
-    url = sync_url(database_url)
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-        # A missing SQLite file would be created by connecting: that is a wrong URL, not an empty history.
-        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
-            raise FeedbackExportError(f"no database at {mask_url(database_url)}: check --database-url or "
-                                      f"MECHURI_DATABASE_URL")
-        engine = create_engine(url)
-        event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA query_only = ON"))
-        return engine
-    engine = create_engine(url)
-    return engine.execution_options(postgresql_readonly=True) if url.startswith("postgres") else engine
-
-
-def _check_schema(db: Connection, database_url: str) -> None:
-    inspector = inspect(db)
-    columns = {c["name"] for c in inspector.get_columns("turns")} if inspector.has_table("turns") else set()
-    missing = [c for c in FEEDBACK_COLUMNS if c not in columns]
-    if missing:
-        raise FeedbackExportError(
-            f"the database {mask_url(database_url)} has no feedback columns (turns.{', turns.'.join(missing)}; "
-            f"added by migration 0003). Fix: run `mechuri db upgrade` with the same --database-url "
-            f"(or MECHURI_DATABASE_URL), then export again"
-        )
-
-
-_T, _C = Turn.__table__, Conversation.__table__
-_TURNS = (
-    select(_T.c.conversation_id, _T.c.id, _T.c.role, _T.c.status, _T.c.reply_to, _T.c.prompt, _T.c.completion,
-           _T.c.vote, _T.c.adapter_version, _T.c.created_at, _C.c.closed_at)
-    .join(_C, _C.c.id == _T.c.conversation_id)
-    .order_by(_T.c.conversation_id, _T.c.id)
-)
-
-
 def read_chains(database_url: str, report: ExportReport) -> list[Chain]:
-    engine = open_readonly(database_url)
     try:
-        with engine.connect() as db:
-            _check_schema(db, database_url)
-            result = db.execute(_TURNS)
-            return list(_chains(result, report))
-    except SQLAlchemyError as exc:
-        raise FeedbackExportError(database_problem(database_url, exc)) from exc
-    finally:
-        engine.dispose()
+        return list(_chains(read_feedback_turns(database_url), report))
+    except FeedbackUnreadable as exc:
+        raise FeedbackExportError(str(exc)) from exc
 
 
 def _chains(rows: Iterable[Any], report: ExportReport) -> Iterator[Chain]:

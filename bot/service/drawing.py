@@ -1,28 +1,123 @@
-"""Drawing one answer that names no banned dish: sample, check, resample with a new seed, a bounded number of times.
+"""Drawing one answer that names nothing it must not: sample, check, resample with a new seed, a bounded number of
+times; and the list of what to avoid, with why.
 
-A sample is watched while it streams: once its text names a banned catalog dish it is stopped, before that text
-reaches the user, and the next sample starts (the front end's preview starts over). A complete sample is checked
-again as a whole. After `max_resamples` extra samples the last one is watched for guarantees only: it may name a
-soft-banned dish (steering has its limits), but if it names a guaranteed one (an allergy), `Drawn.blocked` says so
-and the caller shows a polite fallback instead, never that text.
+`AvoidList`: every reason to avoid a dish feeds one list: dishes the user turned down ("다른 거"), allergies, diet,
+dislikes, dishes recommended in the last days (variety), safety notes. A ban is either a guarantee (allergies: the
+user never sees an answer naming the dish, whatever it costs) or soft (steering: the last sample is kept even if it
+names one). Soft bans from taste and variety are lifted when the question asks for the dish by name. The list gives
+the generator every catalog spelling to ban while sampling (GenerationRequest.avoid).
+
+`AnswerDrawer`: a sample is watched while it streams: once its text names a banned catalog dish it is stopped, before
+that text reaches the user, and the next sample starts (the front end's preview starts over). A complete sample is
+checked again as a whole. After `max_resamples` extra samples the last one is watched for guarantees only: it may
+name a soft-banned dish (steering has its limits), but if it names a guaranteed one (an allergy), `Drawn.blocked`
+says so and the caller shows a polite fallback instead, never that text. At most `max_concurrent` samples run at
+once across all users (MECHURI_MAX_CONCURRENT); the others wait their turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
 
-from bot.service.avoidance import AvoidList, Ban
+from bot.service.contract import DeltaCallback, DishNames, TextGenerator
 from model import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
-DeltaCallback = Callable[[str], Awaitable[None]]
 Resampled = Callable[[GenerationRequest, int], Awaitable[None]]
 Check = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Ban:
+    dish: str  # the catalog name
+    reasons: tuple[str, ...]  # "turned down", "allergy:새우", "diet:veg", "dislike:ingredient:오이", "recent"
+    guarantee: bool = False
+    unless_asked: bool = False  # lifted when the question names the dish
+
+
+class AvoidList:
+    def __init__(self, bans: Iterable[Ban] = ()) -> None:
+        self._bans: dict[str, Ban] = {}
+        for ban in bans:
+            self._merge(ban)
+
+    def add(self, dishes: Iterable[str], reason: str, *, guarantee: bool = False, unless_asked: bool = False) -> None:
+        for dish in dishes:
+            self._merge(Ban(dish, (reason,), guarantee, unless_asked))
+
+    def _merge(self, ban: Ban) -> None:
+        old = self._bans.get(ban.dish)
+        if old is not None:  # the strongest wins: a guarantee stays one, and one reason not lifted keeps the ban
+            ban = Ban(ban.dish, tuple(dict.fromkeys((*old.reasons, *ban.reasons))), old.guarantee or ban.guarantee,
+                      old.unless_asked and ban.unless_asked)
+        self._bans[ban.dish] = ban
+
+    def extend(self, other: AvoidList) -> None:
+        """Merge another list in (a prebuilt one, e.g. a profile's bans: copied whole when this one is empty)."""
+        if not self._bans:
+            self._bans = dict(other._bans)
+            return
+        for ban in other:
+            self._merge(ban)
+
+    def asked(self, named: Iterable[str]) -> AvoidList:
+        """This list for a question that names `named`: their soft, liftable bans go; guarantees never do."""
+        lifted = {d for d in named if (b := self._bans.get(d)) is not None and b.unless_asked and not b.guarantee}
+        if not lifted:
+            return self
+        return AvoidList(b for b in self if b.dish not in lifted)
+
+    def __iter__(self) -> Iterator[Ban]:
+        return iter(self._bans.values())
+
+    def __len__(self) -> int:
+        return len(self._bans)
+
+    def __contains__(self, dish: object) -> bool:
+        return dish in self._bans
+
+    def get(self, dish: str) -> Ban | None:
+        return self._bans.get(dish)
+
+    @property
+    def dishes(self) -> frozenset[str]:
+        return frozenset(self._bans)
+
+    @property
+    def guaranteed(self) -> frozenset[str]:
+        return frozenset(d for d, b in self._bans.items() if b.guarantee)
+
+    def violations(self, dishes: Sequence[str], *, guarantees_only: bool = False) -> list[Ban]:
+        found = [self._bans[d] for d in dishes if d in self._bans]
+        return [b for b in found if b.guarantee] if guarantees_only else found
+
+    def spellings(self, catalog: DishNames | None) -> tuple[str, ...]:
+        """Every catalog spelling of every banned dish, guarantees first, for the generator to ban while sampling."""
+        known = _spellings_by_name(catalog) if catalog is not None and hasattr(catalog, "dishes") else {}
+        found: list[str] = []
+        for guaranteed in (True, False):
+            for ban in self._bans.values():
+                if ban.guarantee is guaranteed:
+                    found.extend(known.get(ban.dish) or (ban.dish,))
+        return tuple(dict.fromkeys(found))
+
+    def reasons(self) -> dict[str, int]:
+        """How many dishes each reason bans (for logs and the benchmark)."""
+        counts: dict[str, int] = {}
+        for ban in self:
+            for reason in ban.reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+@lru_cache(maxsize=4)
+def _spellings_by_name(catalog: DishNames) -> dict[str, tuple[str, ...]]:
+    return {dish.name: dish.spellings for dish in catalog.dishes}
 
 
 @dataclass(frozen=True)
@@ -36,13 +131,16 @@ class Drawn:
 
 
 class AnswerDrawer:
-    def __init__(self, generator: Any, catalog: Any | None, *, max_resamples: int,
-                 seed_source: Callable[[], int]) -> None:
+    def __init__(self, generator: TextGenerator, catalog: DishNames | None, *, max_resamples: int,
+                 seed_source: Callable[[], int], max_concurrent: int | None = None) -> None:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("the generation cap must be at least 1")
         self.generator = generator
         self.catalog = catalog
         self.max_resamples = max_resamples
         self.seed_source = seed_source
         self.reach = _reach(catalog)
+        self._cap = asyncio.Semaphore(max_concurrent) if max_concurrent is not None else None
 
     def dishes_in(self, text: str) -> tuple[str, ...]:
         return tuple(self.catalog.names_in(text)) if self.catalog is not None and text else ()
@@ -76,6 +174,13 @@ class AnswerDrawer:
     async def _stream(self, request: GenerationRequest, partial: Partial,
                       watch: frozenset[str]) -> tuple[str, GenerationResult | None]:
         """Run one sample. Returns (text, result); result is None when it was stopped for naming a watched dish."""
+        if self._cap is None:
+            return await self._sample(request, partial, watch)
+        async with self._cap:
+            return await self._sample(request, partial, watch)
+
+    async def _sample(self, request: GenerationRequest, partial: Partial,
+                      watch: frozenset[str]) -> tuple[str, GenerationResult | None]:
         stream = self.generator.stream(request)  # raises GeneratorBusy at once when the queue is full
         text = ""
         try:
@@ -96,7 +201,7 @@ class AnswerDrawer:
 
 
 @lru_cache(maxsize=4)  # per catalog: walking every spelling took 1.4 ms, once per answer
-def _reach(catalog: Any | None) -> int:
+def _reach(catalog: DishNames | None) -> int:
     """How far back from a delta a dish name that it completes can start: the longest spelling, plus a word's worth
     of particles (a spaced name counts only with what follows it: "김치 찌개맛집")."""
     dishes = getattr(catalog, "dishes", None)

@@ -1,91 +1,50 @@
-"""Per-user ordering: one user's calls run one at a time, in the order they were made; different users run at once.
+"""Per-user ordering: one user's calls run one at a time, in the order they arrived; different users run at once.
 
-A call `join`s its user's line before its first await (so the order is the order of the calls), may store its
-question under `line.intake` straight away, then `wait`s for the calls ahead of it, and `leave`s when done. A line
-is per user, across chats: /forget deletes every chat's rows, so it must wait for the user's answers in all of them.
+The one mechanism for every front end. A call takes its `Place` in its user's line synchronously, before its first
+await (so the order is the order of arrival), may store its question under `place.intake` straight away (it must
+survive a crash), then `wait`s for the calls ahead of it, and `leave`s when it is done. A front end that delivers the
+answer itself (Telegram) keeps the place until the answer is delivered, so answers also go out in order; the service
+takes and leaves a place itself when it is given none (the terminal, scripts).
 
-Between processes (several bot replicas on one PostgreSQL database) the line continues in the database: `wait` also
-takes the user's shared lock (bot/replicas.py `UserLocks`), and a reply takes it only after every earlier question
-of the user that a live replica holds is answered. The lock is released when the front end has delivered the answer:
-at the end of the `TurnScope` the call ran in (one Telegram update), or at `leave` outside any scope.
+A line is per user, across chats: /forget deletes every chat's rows, so it must wait for the user's answers in all
+of them. Between processes (several bot replicas on one PostgreSQL database) the line continues in the database:
+`wait` also takes the user's shared lock (bot/store/replicas.py `UserLocks`), and a reply takes it only after every
+earlier question of the user that a live replica holds is answered. `leave` gives the lock back.
+
+`admit` is the door of a front end that paces its users: a message sooner than the cool-down after the previous one,
+or while too many of the user's messages still wait, is refused with a polite reason instead of queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import time
+from collections.abc import Callable
+from typing import Protocol
 
-log = logging.getLogger(__name__)
+from bot.service import replies
 
-
-class TurnScope:
-    """One incoming update, from arrival to the last message sent for it (set by the front end around it).
-
-    `stored()` is called when its question is committed (a webhook answers Telegram then: the message is safe);
-    `defer(fn)` runs `fn` when the scope closes, so a shared lock outlives the service call until the answer has
-    been delivered.
-    """
-
-    def __init__(self, on_stored: Callable[[], None] | None = None) -> None:
-        self._on_stored = on_stored
-        self._deferred: list[Callable[[], None]] = []
-        self.closed = False
-
-    def stored(self) -> None:
-        callback, self._on_stored = self._on_stored, None
-        if callback is not None:
-            callback()
-
-    def defer(self, release: Callable[[], None]) -> None:
-        if self.closed:  # a task that outlived its update: nothing to wait for
-            release()
-        else:
-            self._deferred.append(release)
-
-    def close(self) -> None:
-        self.closed = True
-        self.stored()  # whatever happened, the sender may stop waiting
-        deferred, self._deferred = self._deferred, []
-        for release in deferred:
-            try:
-                release()
-            except Exception:  # a failed release must not hide the others; the lock's lease ends it anyway
-                log.exception("releasing a user lock failed")
-
-
-_SCOPE: contextvars.ContextVar[TurnScope | None] = contextvars.ContextVar("mechuri_turn_scope", default=None)
-
-
-def current_scope() -> TurnScope | None:
-    return _SCOPE.get()
-
-
-def enter_scope(scope: TurnScope) -> contextvars.Token[TurnScope | None]:
-    return _SCOPE.set(scope)
-
-
-def exit_scope(token: contextvars.Token[TurnScope | None]) -> None:
-    _SCOPE.reset(token)
+MAX_WAITING_PER_USER = 16
 
 
 class SharedLocks(Protocol):
-    """The cross-process part of a line (bot/replicas.py `UserLocks`)."""
+    """The cross-process part of a line (bot/store/replicas.py `UserLocks`)."""
 
     async def acquire(self, chat_id: int, user_id: int, question_id: int | None) -> Callable[[], None]:
         """Wait for the user's shared lock; return its release. Raises LockTimeout."""
         ...
 
 
-class LockTimeout(Exception):
-    """The user's shared lock stayed taken past the timeout (another replica is still answering them)."""
+class Refused(Exception):
+    """The front end's door refused a message; `reason` is a polite Korean sentence for the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
-class UserLine:
-    """`intake` orders the storing of questions; `tail` is the completion of the newest call in the line."""
+class _Line:
+    """`intake` orders the storing of questions; `tail` completes when the newest place in the line is left."""
 
     def __init__(self) -> None:
         self.intake = asyncio.Lock()
@@ -93,13 +52,53 @@ class UserLine:
         self.holders = 0
 
 
-@dataclass
-class Slot:
-    key: tuple[int, int]  # (chat_id, user_id)
-    line: UserLine
-    prev: asyncio.Future[None] | None
-    done: asyncio.Future[None]
-    release: Callable[[], None] | None = field(default=None, repr=False)
+class Place:
+    """One call's place in its user's line. A context manager: leaving the block leaves the line."""
+
+    def __init__(self, lines: UserLines, chat_id: int, user_id: int) -> None:
+        self.lines, self.chat_id, self.user_id = lines, chat_id, user_id
+        self.line = lines.lines.setdefault(user_id, _Line())
+        self.line.holders += 1
+        self.prev = self.line.tail
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.line.tail = self.done
+        self._release: Callable[[], None] | None = None
+        self._left = False
+
+    @property
+    def intake(self) -> asyncio.Lock:
+        return self.line.intake
+
+    async def wait(self, *, question_id: int | None = None) -> None:
+        """Wait for the calls ahead in this process, then (on replicas) for the user's lock across processes.
+        `question_id`: a reply's stored question, which goes only after the user's earlier questions.
+        Raises LockTimeout when another replica keeps the user's turn too long."""
+        if self.prev is not None and not self.prev.done():
+            await asyncio.shield(self.prev)
+        if self.lines.shared is not None and self._release is None:
+            self._release = await self.lines.shared.acquire(self.chat_id, self.user_id, question_id)
+
+    def leave(self) -> None:
+        if self._left:
+            return
+        self._left = True
+        self.line.holders -= 1
+        if self.prev is not None and not self.prev.done():
+            # Left while still waiting (cancelled): the next call must still wait for the one before us.
+            self.prev.add_done_callback(lambda _f: _finish(self.done))
+        else:
+            _finish(self.done)
+        if self.line.holders == 0 and self.lines.lines.get(self.user_id) is self.line:
+            del self.lines.lines[self.user_id]
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+    def __enter__(self) -> Place:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()
 
 
 def _finish(future: asyncio.Future[None]) -> None:
@@ -108,59 +107,41 @@ def _finish(future: asyncio.Future[None]) -> None:
 
 
 class UserLines:
-    """`shared`: the database half of each line (None on SQLite, where one process owns the database). `busy`
-    builds the exception raised when the shared lock times out (the service's ConversationBusy)."""
+    """Every user's line in this process. `shared`: the database half of each line (None on SQLite, where one process
+    owns the database). `cooldown_s` and `max_waiting` pace the messages taken through `admit`."""
 
-    def __init__(self, shared: SharedLocks | None = None,
-                 busy: Callable[[str], Exception] = LockTimeout) -> None:
-        self.lines: dict[int, UserLine] = {}
+    def __init__(self, shared: SharedLocks | None = None, *, cooldown_s: float = 0.0,
+                 max_waiting: int = MAX_WAITING_PER_USER) -> None:
         self.shared = shared
-        self.busy = busy
+        self.cooldown_s = cooldown_s
+        self.max_waiting = max_waiting
+        self.lines: dict[int, _Line] = {}
+        self._last_admitted: dict[tuple[int, int], float] = {}
 
-    def join(self, key: tuple[int, int]) -> Slot:
-        line = self.lines.setdefault(key[1], UserLine())
-        line.holders += 1
-        slot = Slot(key, line, line.tail, asyncio.get_running_loop().create_future())
-        line.tail = slot.done
-        return slot
+    def join(self, chat_id: int, user_id: int) -> Place:
+        """A place at the end of the user's line, taken now (call it before the first await)."""
+        return Place(self, chat_id, user_id)
 
-    async def wait(self, slot: Slot, *, question_id: int | None = None) -> None:
-        """Wait for the calls ahead in this process, then (with `shared`) for the user's lock across processes.
-        `question_id`: a reply's stored question, which goes only after the user's earlier questions."""
-        if slot.prev is not None and not slot.prev.done():
-            await asyncio.shield(slot.prev)
-        if self.shared is not None:
-            try:
-                slot.release = await self.shared.acquire(slot.key[0], slot.key[1], question_id)
-            except LockTimeout as exc:
-                raise self.busy(str(exc)) from exc
+    def admit(self, chat_id: int, user_id: int) -> Place:
+        """`join` for a message at a front end's door; Refused when it comes too soon or too many wait."""
+        now = time.monotonic()
+        key = (chat_id, user_id)
+        wait_s = self._last_admitted.get(key, float("-inf")) + self.cooldown_s - now
+        if wait_s > 0:
+            raise Refused(replies.too_soon(wait_s))
+        line = self.lines.get(user_id)
+        if line is not None and line.holders >= self.max_waiting:
+            raise Refused(replies.TOO_MANY_WAITING)
+        if self.cooldown_s > 0:
+            self._last_admitted[key] = now
+            if len(self._last_admitted) > 10_000:  # forget the idle ones: nothing to remember past the cool-down
+                self._last_admitted = {k: t for k, t in self._last_admitted.items() if now - t < self.cooldown_s}
+        return self.join(chat_id, user_id)
 
-    def leave(self, slot: Slot) -> None:
-        slot.line.holders -= 1
-        if slot.prev is not None and not slot.prev.done():
-            # Cancelled while waiting: the next call must still wait for the one before us.
-            slot.prev.add_done_callback(lambda _f: _finish(slot.done))
-        else:
-            _finish(slot.done)
-        if slot.line.holders == 0:
-            self.lines.pop(slot.key[1], None)
-        if slot.release is not None:
-            release, slot.release = slot.release, None
-            scope = current_scope()
-            if scope is not None:
-                scope.defer(release)
-            else:
-                release()
+    @property
+    def waiting(self) -> int:
+        """Calls holding or waiting for a place, across all users."""
+        return sum(line.holders for line in self.lines.values())
 
     def __len__(self) -> int:
         return len(self.lines)
-
-
-async def run_in_scope(scope: TurnScope, work: Awaitable[Any]) -> Any:
-    """Await `work` inside `scope`, then close it (deferred releases run, a waiting sender is answered)."""
-    token = enter_scope(scope)
-    try:
-        return await work
-    finally:
-        exit_scope(token)
-        scope.close()

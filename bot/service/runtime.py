@@ -1,17 +1,41 @@
-"""What every front end loads at start: the generator on the configured model, the dish catalog and the safety
-notes."""
+"""What every front end loads at start, and the one way to build the conversation service from the settings: the
+generator on the configured model, the dish catalog and the safety notes."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
 from bot.service.adapters import resolve_adapter
+from bot.service.contract import DishNames, TextGenerator
+from bot.service.conversation import ConversationService
+from bot.service.ordering import SharedLocks
 from bot.settings import Settings, check_fits_context
+from bot.store.history import Store
+from model import DishCatalog, SafetyNotes
 
 log = logging.getLogger(__name__)
+
+
+def build_service(settings: Settings, store: Store, generator: TextGenerator, *, catalog: DishNames | None = None,
+                  safety: SafetyNotes | None = None, locks: SharedLocks | None = None, paced: bool = True,
+                  max_resamples: int = 3, seed: int | None = None) -> ConversationService:
+    """The conversation service as configured. `paced`: messages taken at a front end's door keep
+    MECHURI_USER_COOLDOWN_S apart (the terminal's one user is not paced). `seed`: draw every sampling seed from this
+    one, so a scripted session gives the same answers again (default: fresh random seeds)."""
+    extra: dict[str, Any] = {}
+    if seed is not None:
+        extra["seed_source"] = functools.partial(random.Random(seed).getrandbits, 31)
+    return ConversationService(
+        store, generator, generation=settings.generation_defaults(), catalog=catalog, safety=safety,
+        max_resamples=max_resamples, adapters_dir=settings.adapters_dir, max_concurrent=settings.max_concurrent,
+        variety_days=settings.variety_days, locks=locks, cooldown_s=settings.user_cooldown_s if paced else 0.0,
+        **extra,
+    )
 
 
 async def start_generator(settings: Settings, *, adapter: str | None = None, device: str | None = None,
@@ -33,20 +57,18 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
                      capture=settings.capture_decode)
 
 
-def load_catalog() -> Any | None:
+def load_catalog() -> DishCatalog | None:
     try:
-        from model import DishCatalog
-
         return DishCatalog.load()
     except (ImportError, AttributeError, OSError, ValueError) as exc:
         log.warning("dish catalog unavailable (%s): '다른 거' will not steer away from turned-down dishes", exc)
         return None
 
 
-async def load_safety() -> Any | None:
+async def load_safety() -> SafetyNotes | None:
     """The food-safety notes, with Kiwi started off the event loop (about 1.3 s) so the first question does not wait."""
     try:
-        from model import SafetyNotes, warm_up_morphology
+        from model import warm_up_morphology
 
         await asyncio.to_thread(warm_up_morphology)
         return await asyncio.to_thread(SafetyNotes.load)

@@ -1,4 +1,4 @@
-"""Database URLs, engines and Alembic: what the store, the CLI and the tests share about reaching a database.
+"""Reaching the database: URLs, engines, Alembic, and `Database`, the executor every query of the bot runs on.
 
 The configured URL is an async one (`sqlite+aiosqlite://`, `postgresql+asyncpg://`): Alembic's async env.py migrates
 through that driver, and the store runs its transactions through the sync driver of the same database (`sync_url`,
@@ -7,15 +7,22 @@ docs/decisions.md). A URL is never shown with its password: `mask_url` is what l
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import sessionmaker
 
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRES_DB_THREADS = 4
 
 # The async URL names the driver Alembic's async env uses; the store runs the same database through the sync driver.
 _SYNC_DRIVERS = {"+aiosqlite": "+pysqlite", "+asyncpg": "+psycopg", "+aiomysql": "+pymysql", "+asyncmy": "+pymysql"}
@@ -117,3 +124,49 @@ def run_downgrade(database_url: str, revision: str) -> None:
     from alembic import command
 
     command.downgrade(alembic_config(database_url), revision)
+
+
+class Database:
+    """The executor: each job is one whole transaction on a dedicated database thread.
+
+    An async driver (aiosqlite) instead hops to its thread and back for every cursor call: about 20 hops a message,
+    most of the bot's overhead (docs/benchmarks.md). On SQLite jobs run in order on one thread, which is also what
+    its single writer wants; on PostgreSQL a few threads overlap the round trips (users' turns are ordered by the
+    per-user lines and locks, not by the job queue). A cancelled caller does not cancel its job: a transaction that
+    started always runs to its end.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_postgres = is_postgres(url)
+        self.engine = make_engine(url, echo=echo)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # One-statement jobs need no BEGIN/COMMIT round trips: on PostgreSQL they run in autocommit mode.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres \
+            else self.engine
+        self._thread = ThreadPoolExecutor(max_workers=POSTGRES_DB_THREADS if self.is_postgres else 1,
+                                          thread_name_prefix="mechuri-db")
+        self._closed = False
+
+    async def run(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `job(*args, **kwargs)` on the database thread and wait for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(job, *args, **kwargs))
+
+    def submit(self, job: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue a job without waiting for it (from sync code, e.g. a lock release in a `finally`)."""
+        return self._thread.submit(job, *args)
+
+    def execute_count(self, statement: Any) -> int:
+        """On the database thread: run one statement in autocommit mode; the number of rows it touched."""
+        with self.autocommit.begin() as db:
+            return db.execute(statement).rowcount or 0
+
+    async def upgrade(self, revision: str = "head") -> None:
+        await asyncio.to_thread(run_upgrade, self.url, revision)
+
+    async def close(self) -> None:
+        if self._closed:  # front ends close on every exit path; a second close is a no-op
+            return
+        self._closed = True
+        await self.run(self.engine.dispose)
+        self._thread.shutdown(wait=True)

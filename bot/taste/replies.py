@@ -1,6 +1,6 @@
 """The Korean copy of taste: confirming a statement, the /taste view, and the allergy lines of an answer.
 
-Shared by Telegram (bot/taste_handlers.py) and the terminal (bot/chat_taste.py). Particles after a word we do not
+Shared by every front end (bot/telegram/taste.py, bot/terminal/taste.py). Particles after a word we do not
 know in advance come from kiwipiepy's Kiwi.join (bot.korean.with_particle); fixed words carry fixed particles.
 None of these lines names a catalog dish: an allergen word is never a dish name (a test checks), so a fallback
 cannot break the allergy guarantee itself.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.taste.profile import TasteItem, TasteProfile
+from bot.korean import with_particle
+from bot.taste.profile import DIETS, TasteItem, TasteProfile
 
 SECTION_TITLES = {"allergy": "알레르기", "diet": "식단", "dislike": "싫어하는 것", "like": "좋아하는 것"}
 EMPTY_PROFILE = "아직 기억하고 있는 입맛이 없어요. \"나 새우 알레르기 있어\", \"오이 싫어해\"처럼 말로 알려 주셔도 돼요."
@@ -26,8 +27,6 @@ def _join(words: Sequence[str]) -> str:
 
 
 def _with_object(word: str) -> str:
-    from bot.korean import with_particle
-
     return with_particle(word, "를")
 
 
@@ -44,8 +43,6 @@ def confirm_question(items: Sequence[TasteItem]) -> str:
         if kind == "like":
             return f"{_with_object(_join(labels))} 좋아하신다고 기억해 둘까요?"
         if len(items) == 1:
-            from bot.taste.profile import DIETS
-
             return f"{DIETS[items[0].value].remember} 기억해 둘까요?"
     return "이렇게 기억해 둘까요?\n" + summary(items)
 

@@ -1,11 +1,11 @@
-"""The Telegram bot: wiring of settings, store, generator, conversation service and PTB Application; polling or
-webhooks.
+"""The Telegram bot: the handlers registered in one list, the PTB Application, and `mechuri bot` (polling or
+webhooks).
 
 `build_application(settings, service)` is the PTB Application with every handler (tests drive it with a fake Bot API);
-`run_bot(settings)` is `mechuri bot`: it upgrades the database, joins the replicas sharing it (bot/replicas.py) and
-recovers turns that stopped processes left pending, loads the model, and polls (or, with `webhook=True`, receives
-webhooks, bot/webhook.py) until SIGINT/SIGTERM. No secret reaches a log line, not even inside a traceback: not the
-bot token, not the database password, not the webhook secret.
+`run_bot(settings)` is `mechuri bot`: it upgrades the database, joins the replicas sharing it (bot/store/replicas.py)
+and recovers turns that stopped processes left pending, loads the model, and polls (or, with `webhook=True`, receives
+webhooks, bot/telegram/webhook.py) until SIGINT/SIGTERM. No secret reaches a log line, not even inside a traceback:
+not the bot token, not the database password, not the webhook secret.
 """
 
 from __future__ import annotations
@@ -19,19 +19,31 @@ from typing import Any
 
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    BaseRateLimiter,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 from telegram.request import BaseRequest
 
-from bot.redaction import redact_secrets_in_logs, redact_token_in_logs  # noqa: F401 (re-exported)
+from bot.redaction import redact_secrets_in_logs
 from bot.service.conversation import ConversationService
-from bot.service.runtime import load_catalog, load_safety, start_generator
+from bot.service.runtime import build_service, load_catalog, load_safety, start_generator
 from bot.settings import Settings, SettingsError
-from bot.store.database import database_problem
-from bot.store.history import RecoveredTurn, Store, utcnow
+from bot.store.database import Database, database_problem
+from bot.store.history import RecoveredTurn, Store
 from bot.store.replicas import Membership
-from bot.telegram.gate import CappedGenerator
-from bot.telegram.handlers import Handlers
-from bot.telegram.webhook import AcknowledgingQueue, ScopedUpdates, WebhookError, delete_webhook, start_webhook
+from bot.store.schema import utcnow
+from bot.telegram import handlers, taste
+from bot.telegram import replies as tg
+from bot.telegram.delivery import Deps
+from bot.telegram.sending import FloodControl, SafeSender
+from bot.telegram.webhook import AcknowledgingQueue, ConcurrentUpdates, WebhookError, delete_webhook, start_webhook
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +57,47 @@ COMMANDS = [
 ADMIN_COMMANDS = [*COMMANDS, BotCommand("reload", "어댑터 다시 불러오기 (관리자)"), BotCommand("status", "상태 (관리자)")]
 
 GeneratorFactory = Callable[[Settings], Awaitable[Any]]
-INTERRUPTED_NOTICE = "“{question}”에 답하다가 멈췄어요 🙏 다시 보내 주시면 바로 답할게요."
 NOTICE_MAX_AGE_S = 3600  # an answer interrupted longer ago than this is not worth a message
 
 
-def build_service(settings: Settings, store: Store, generator: Any, catalog: Any | None = None,
-                  safety: Any | None = None) -> ConversationService:
-    """The conversation service as the bot runs it: generations beyond the global cap wait instead of failing."""
-    capped = CappedGenerator(generator, settings.max_concurrent)
-    return ConversationService.from_settings(settings, store, capped, catalog, safety)
+def register(app: Application) -> None:
+    """Every handler, in the order PTB tries them."""
+    app.add_handler(TypeHandler(Update, handlers.check_access), group=-1)
+    app.add_handlers([
+        CommandHandler("start", handlers.start),
+        CommandHandler("help", handlers.help_command),
+        CommandHandler("reset", handlers.reset),
+        CommandHandler("forget", handlers.forget),
+        CommandHandler("reload", handlers.reload),
+        CommandHandler("status", handlers.status),
+        CommandHandler("taste", taste.command),
+        CallbackQueryHandler(handlers.on_retry, pattern=r"^retry:"),
+        CallbackQueryHandler(handlers.on_vote, pattern=r"^vote:"),
+        CallbackQueryHandler(handlers.on_forget_choice, pattern=r"^forget:"),
+        CallbackQueryHandler(taste.on_confirm, pattern=r"^tc:"),
+        CallbackQueryHandler(taste.on_edit, pattern=r"^tt:"),
+        CallbackQueryHandler(handlers.on_stray_callback),
+        MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, handlers.on_text),
+        MessageHandler(filters.UpdateType.MESSAGE & filters.COMMAND, handlers.on_unknown_command),
+        MessageHandler(filters.UpdateType.MESSAGE & ~filters.TEXT & ~filters.StatusUpdate.ALL, handlers.on_non_text),
+    ])
+    app.add_error_handler(handlers.on_error)
 
 
 def build_application(
     settings: Settings, service: ConversationService, *, request: BaseRequest | None = None,
     get_updates_request: BaseRequest | None = None, webhook: bool = False,
+    rate_limiter: BaseRateLimiter[Any] | None = None,
 ) -> Application:
     """The PTB Application with Mechuri's handlers. `request`s replace the HTTP transport (tests). `webhook`: the
-    update queue holds Telegram's 200 until a message's question is stored (bot/webhook.py)."""
+    update queue holds Telegram's 200 until a message's question is stored (bot/telegram/webhook.py)."""
     queue = AcknowledgingQueue() if webhook else None
     builder = (
         ApplicationBuilder()
         .token(settings.require_token())
-        # Updates run concurrently, each in a TurnScope; the service and UserGate keep each user's turns in order.
-        .concurrent_updates(ScopedUpdates(queue))
+        # Updates run concurrently; the users' lines (bot/service/ordering.py) keep each user's turns in order.
+        .concurrent_updates(ConcurrentUpdates(queue))
+        .rate_limiter(rate_limiter or FloodControl())
         .post_init(set_commands)
     )
     if queue is not None:
@@ -81,15 +111,15 @@ def build_application(
     if get_updates_request is not None:
         builder = builder.get_updates_request(get_updates_request)
     app = builder.build()
-    handlers = Handlers(service, settings)
-    handlers.register(app)
-    app.bot_data.update(settings=settings, handlers=handlers)
+    app.bot_data["mechuri"] = Deps(service, settings, SafeSender(app.bot),
+                                   acknowledge=queue.taken_in if queue is not None else None)
+    register(app)
     return app
 
 
 async def set_commands(app: Application) -> None:
     """Register the command menu (setMyCommands); admins get /reload and /status in their private chats."""
-    settings: Settings = app.bot_data["settings"]
+    settings: Settings = app.bot_data["mechuri"].settings
     try:
         await app.bot.set_my_commands(COMMANDS)
     except TelegramError as exc:
@@ -101,19 +131,9 @@ async def set_commands(app: Application) -> None:
             log.info("admin command menu not set for one admin: %s", exc)
 
 
-async def load_generator(settings: Settings) -> Any:
-    """The real generator: base model (+ the configured adapter) loaded off the event loop."""
-    return await start_generator(settings)
-
-
-def membership_for(settings: Settings, store: Store) -> Membership:
-    return Membership(store, name=settings.replica_name, lease_s=settings.replica_lease_s,
-                      lock_timeout_s=settings.user_lock_timeout_s)
-
-
 async def tell_interrupted(app: Application, recovered: list[RecoveredTurn]) -> None:
     """Tell each user whose answer a stopped process left unfinished (recent ones only) to ask again."""
-    handlers: Handlers = app.bot_data["handlers"]
+    sender: SafeSender = app.bot_data["mechuri"].sender
     now = utcnow()
     for turn in recovered:
         created = turn.created_at if turn.created_at.tzinfo else turn.created_at.replace(tzinfo=now.tzinfo)
@@ -121,49 +141,36 @@ async def tell_interrupted(app: Application, recovered: list[RecoveredTurn]) -> 
             continue
         question = " ".join((turn.question or "").split())
         question = question if len(question) <= 40 else question[:39] + "…"
-        if handlers.sender is not None:
-            await handlers.sender.send_text(turn.chat_id, INTERRUPTED_NOTICE.format(question=question or "앞의 질문"))
+        await sender.send_text(turn.chat_id, tg.INTERRUPTED_NOTICE.format(question=question or "앞의 질문"))
+
+
+def membership_for(settings: Settings, database: Database) -> Membership:
+    return Membership(database, name=settings.replica_name, lease_s=settings.replica_lease_s,
+                      lock_timeout_s=settings.user_lock_timeout_s)
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, *, make_generator: GeneratorFactory = load_generator,
+    settings: Settings, stop: asyncio.Event, *, make_generator: GeneratorFactory = start_generator,
     ready: Callable[[Application], None] | None = None, webhook: bool = False,
 ) -> None:
     """Upgrade the schema, join the replicas, load the model, take updates until `stop` is set, then shut down."""
     config = settings.require_webhook() if webhook else None
-    store = Store(settings.database_url)
-    membership = membership_for(settings, store)
+    database = Database(settings.database_url)
+    membership = membership_for(settings, database)
     generator: Any = None
     try:
-        await store.upgrade()
+        await database.upgrade()
         recovered = await membership.start()
         log.info("loading the model %s (%s)…", settings.model_base, settings.quantization)
         generator = await make_generator(settings)
-        service = build_service(settings, store, generator, load_catalog(), await load_safety())
+        store = Store(database, replica_id=membership.replica_id, lease_s=settings.replica_lease_s)
+        service = build_service(settings, store, generator, catalog=load_catalog(), safety=await load_safety(),
+                                locks=membership.user_locks())
         if service.taste is not None:
             service.taste.preload()  # the statement reader (Kiwi) starts in the background
         app = build_application(settings, service, webhook=webhook)
         async with app:  # initialize (getMe) … shutdown
-            if app.post_init:
-                await app.post_init(app)
-            await app.start()
-            membership.on_recovered = lambda turns: tell_interrupted(app, turns)
-            if recovered:
-                await tell_interrupted(app, recovered)
-            if config is not None:
-                await start_webhook(app, config)
-            else:
-                await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
-                log.info("@%s is polling for updates", app.bot.username)
-            if ready is not None:
-                ready(app)
-            await stop.wait()
-            log.info("stopping: finishing the answers in flight")
-            await app.updater.stop()
-            await app.stop()
-            others = await membership.stop()
-            if config is not None and others == 0:
-                await delete_webhook(app)
+            await _run_app(app, membership, recovered, config, ready, stop)
     finally:
         try:
             await membership.stop()  # no-op when it already left
@@ -171,10 +178,34 @@ async def serve(
             log.warning("could not leave the replicas cleanly: %s", type(exc).__name__)
         if generator is not None:
             await generator.close()
-        await store.close()
+        await database.close()
 
 
-def run_bot(settings: Settings, *, make_generator: GeneratorFactory = load_generator, webhook: bool = False) -> int:
+async def _run_app(app: Application, membership: Membership, recovered: list[RecoveredTurn], config: Any,
+                   ready: Callable[[Application], None] | None, stop: asyncio.Event) -> None:
+    if app.post_init:
+        await app.post_init(app)
+    await app.start()
+    membership.on_recovered = lambda turns: tell_interrupted(app, turns)
+    if recovered:
+        await tell_interrupted(app, recovered)
+    if config is not None:
+        await start_webhook(app, config)
+    else:
+        await app.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        log.info("@%s is polling for updates", app.bot.username)
+    if ready is not None:
+        ready(app)
+    await stop.wait()
+    log.info("stopping: finishing the answers in flight")
+    await app.updater.stop()
+    await app.stop()
+    others = await membership.stop()
+    if config is not None and others == 0:
+        await delete_webhook(app)
+
+
+def run_bot(settings: Settings, *, make_generator: GeneratorFactory = start_generator, webhook: bool = False) -> int:
     """`mechuri bot`: run until SIGINT/SIGTERM. `make_generator` is the seam for tests (a fake generator)."""
     settings.require_token()
     restore_logging = redact_secrets_in_logs(settings)

@@ -1,28 +1,108 @@
-"""Showing an answer while it is generated: drafts in private chats, a throttled edited message in groups.
+"""Delivering answers: each user's answers in the order the messages came, shown while they are generated (drafts
+in private chats, a throttled edited message in groups), then the final message with its keyboard.
 
-The preview is a courtesy, the final message is the product: a preview that fails (flood control, a deleted
-message, an old client) is dropped quietly, and `finish()` always delivers the whole answer through `SafeSender`.
+`deliver` is the one path every answer takes in the Telegram front end: it takes the user's place in line at the
+door (bot/service/ordering.py; a message too soon or past the user's queue gets a polite refusal instead), runs the
+service call with a live preview, sends the final text, and leaves the line only then, so the next answer of the
+same user goes out after this one. The preview is a courtesy, the final message is the product: a preview that fails
+(flood control, a deleted message, an old client) is dropped quietly, and the final text always goes through
+`SafeSender`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
-from telegram import InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.constants import ChatAction
+from telegram import Chat, InlineKeyboardMarkup, Message, ReplyParameters, Update
+from telegram.constants import ChatAction, ChatType
 from telegram.error import RetryAfter, TelegramError
+from telegram.ext import ContextTypes
 
-from bot.telegram.sending import SafeSender, retry_after_seconds, split_text
+from bot.service import replies
+from bot.service.contract import Answer, ConversationBusy, DeltaCallback
+from bot.service.conversation import ConversationService
+from bot.service.ordering import Place, Refused
+from bot.settings import Settings
+from bot.telegram.keyboards import answer_keyboard
+from bot.telegram.sending import BEST_EFFORT, SafeSender, retry_after_seconds, split_text
 
 log = logging.getLogger(__name__)
 
 TYPING_EVERY_S = 4.5  # Telegram shows "typing…" for about 5 s per chat action
 PREVIEW_SUFFIX = " …"
 MAX_PREVIEW_FAILURES = 3
+GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
+
+Run = Callable[[DeltaCallback, Place], Awaitable[Answer | None]]  # None: nothing to deliver (a taste choice alone)
+
+
+@dataclass
+class Deps:
+    """What every handler needs, kept in `application.bot_data` (see `deps`)."""
+
+    service: ConversationService
+    settings: Settings
+    sender: SafeSender
+    acknowledge: Callable[[object], None] | None = None  # webhooks: tell Telegram an update's question is stored
+    draft_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))  # sendMessageDraft ids > 0
+
+
+def deps(context: ContextTypes.DEFAULT_TYPE) -> Deps:
+    return context.bot_data["mechuri"]
+
+
+async def reply(d: Deps, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Answer a message in its chat; in groups as a reply, so people see whom the bot answers."""
+    reply_to = message.message_id if message.chat.type in GROUP_TYPES else None
+    await d.sender.send_text(message.chat.id, text, reply_markup=markup, reply_to=reply_to)
+
+
+async def toast(context: ContextTypes.DEFAULT_TYPE, update: Update, text: str | None = None) -> None:
+    """Answer a button press (the client stops its spinner), with a short toast when `text` is given."""
+    query = update.callback_query
+    await deps(context).sender.try_once(lambda: query.answer(text), what="answerCallbackQuery")
+
+
+def button_message(update: Update) -> Message | None:
+    """The message a pressed button sits on, if the bot can still edit it."""
+    message = update.callback_query.message
+    return message if isinstance(message, Message) and message.is_accessible else None
+
+
+async def deliver(d: Deps, chat: Chat, user_id: int, reply_to: int | None, run: Run) -> Answer | None:
+    """Run a service call in the user's line, with a live preview; deliver its answer. Returns None when nothing was
+    answered (refused at the door, busy, or a taste choice without a question)."""
+    try:
+        place = d.service.lines.admit(chat.id, user_id)
+    except Refused as refused:
+        await d.sender.send_text(chat.id, refused.reason, reply_to=reply_to)
+        return None
+    with place:
+        stream = AnswerStream(d.sender, chat.id, use_draft=chat.type == ChatType.PRIVATE,
+                              draft_id=next(d.draft_ids), interval_s=d.settings.stream_edit_interval_s,
+                              reply_to=reply_to)
+        try:
+            async with typing(d.sender, chat.id):  # enters without suspending: `run` still starts in arrival order
+                answer = await run(stream.update, place)
+        except ConversationBusy:
+            await stream.abandon()
+            await d.sender.send_text(chat.id, replies.BUSY, reply_to=reply_to)
+            return None
+        except BaseException:
+            await stream.abandon()
+            raise
+        if answer is None:
+            await stream.abandon()
+            return None
+        text = f"{answer.notice}\n\n{answer.text}" if answer.notice else answer.text
+        await stream.finish(text, answer_keyboard(answer, votes=d.settings.feedback_buttons))
+        return answer
 
 
 @contextlib.asynccontextmanager
@@ -32,7 +112,8 @@ async def typing(sender: SafeSender, chat_id: int) -> AsyncIterator[None]:
     async def keep_typing() -> None:
         while True:
             if await sender.try_once(
-                lambda: sender.bot.send_chat_action(chat_id, ChatAction.TYPING), what="sendChatAction"
+                lambda: sender.bot.send_chat_action(chat_id, ChatAction.TYPING, rate_limit_args=BEST_EFFORT),
+                what="sendChatAction",
             ) is None:
                 return  # the chat refuses chat actions; don't keep asking
             await asyncio.sleep(TYPING_EVERY_S)
@@ -102,13 +183,16 @@ class AnswerStream:
     async def _push(self, text: str) -> None:
         try:
             if self.use_draft:
-                await self.sender.bot.send_message_draft(self.chat_id, self.draft_id, text)
+                await self.sender.bot.send_message_draft(self.chat_id, self.draft_id, text,
+                                                         rate_limit_args=BEST_EFFORT)
             elif self.preview_message_id is None:
                 reply = ReplyParameters(self.reply_to, allow_sending_without_reply=True) if self.reply_to else None
-                message = await self.sender.bot.send_message(self.chat_id, text, reply_parameters=reply)
+                message = await self.sender.bot.send_message(self.chat_id, text, reply_parameters=reply,
+                                                             rate_limit_args=BEST_EFFORT)
                 self.preview_message_id = message.message_id
             else:
-                await self.sender.bot.edit_message_text(text, chat_id=self.chat_id, message_id=self.preview_message_id)
+                await self.sender.bot.edit_message_text(text, chat_id=self.chat_id, message_id=self.preview_message_id,
+                                                       rate_limit_args=BEST_EFFORT)
         except RetryAfter as exc:
             # Flood control on a preview: skip this one and keep quiet until Telegram allows it.
             self._next_at = time.monotonic() + retry_after_seconds(exc)

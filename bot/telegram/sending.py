@@ -1,8 +1,12 @@
-"""Sending to Telegram without losing messages: retries for flood control and time-outs, splitting long answers.
+"""Sending to Telegram without losing messages: splitting long answers, and the answers a busy Telegram gives.
 
 Real Telegram answers a busy bot with 429 (RetryAfter), "message is not modified", "message is too long", "can't
-parse entities" and time-outs. `SafeSender` turns each into the right move: wait and retry (bounded), treat as done,
-split and resend, resend as plain text. Everything the bot sends to a chat goes through it.
+parse entities" and time-outs. Flood control is PTB's `AIORateLimiter` (bot/telegram/app.py): it keeps the bot under
+Telegram's rates and waits out a RetryAfter before trying again, a bounded number of times. `SafeSender` does the
+rest: "not modified" counts as done, a text too long is split and resent, rejected formatting is resent as plain
+text, and a time-out is tried again (the limiter retries only RetryAfter). Everything the bot sends to a chat goes
+through it. Best-effort calls (previews, chat actions) bypass the limiter (`BEST_EFFORT`): a preview that meets flood
+control is skipped, never waited for, and previews keep their own pace (one a second per chat at most).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any, TypeVar
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.ext import AIORateLimiter, BaseRateLimiter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_TEXT = MessageLimit.MAX_TEXT_LENGTH  # 4,096
+BEST_EFFORT = "best-effort"  # rate_limit_args of a call not worth waiting for: a preview, "typing…"
+MAX_RETRIES = 3  # a RetryAfter is waited out this many times, then the call fails
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -80,39 +87,50 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
-class SafeSender:
-    """Bounded, polite retries around Bot calls. Never loses a message to flood control or a blip in the network."""
+class FloodControl(BaseRateLimiter[str]):
+    """PTB's `AIORateLimiter` for every call but the best-effort ones, which go out once, as they are. `limiter`:
+    the production default keeps Telegram's rates (30 messages a second, 20 a minute per group); tests pass one
+    with the rates off and the same retries."""
 
-    def __init__(
-        self, bot: Bot, *, max_attempts: int = 4, max_retry_after_s: float = 60.0, timeout_backoff_s: float = 0.25,
-        limit: int = MAX_TEXT,
-    ) -> None:
+    def __init__(self, limiter: AIORateLimiter | None = None) -> None:
+        self.limiter = limiter or AIORateLimiter(max_retries=MAX_RETRIES)
+
+    async def initialize(self) -> None:
+        await self.limiter.initialize()
+
+    async def shutdown(self) -> None:
+        await self.limiter.shutdown()
+
+    async def process_request(self, callback: Callable[..., Any], args: Any, kwargs: dict[str, Any], endpoint: str,
+                              data: dict[str, Any], rate_limit_args: str | None) -> Any:
+        if rate_limit_args == BEST_EFFORT:
+            return await callback(*args, **kwargs)
+        return await self.limiter.process_request(callback, args, kwargs, endpoint, data, None)
+
+
+class SafeSender:
+    """Bounded, polite retries around Bot calls. Never loses a message to a blip in the network."""
+
+    def __init__(self, bot: Bot, *, max_attempts: int = 4, timeout_backoff_s: float = 0.25,
+                 limit: int = MAX_TEXT) -> None:
         self.bot = bot
         self.max_attempts = max_attempts
-        self.max_retry_after_s = max_retry_after_s
         self.timeout_backoff_s = timeout_backoff_s
         self.limit = limit
 
     async def call(self, make_call: Callable[[], Awaitable[T]], *, what: str) -> T | None:
-        """Run a Bot call; retry 429 (after retry_after) and time-outs; "not modified" counts as done (None)."""
+        """Run a Bot call; retry time-outs; "not modified" counts as done (None)."""
         for attempt in range(1, self.max_attempts + 1):
-            last = attempt == self.max_attempts
             try:
                 return await make_call()
-            except RetryAfter as exc:
-                delay = retry_after_seconds(exc)
-                if last or delay > self.max_retry_after_s:
-                    raise
-                log.info("%s: flood control, retrying in %.1f s (attempt %d)", what, delay, attempt)
-                await asyncio.sleep(delay)
             except BadRequest as exc:
                 if is_not_modified(exc):
                     return None
                 raise
             except (TimedOut, NetworkError) as exc:
-                # A time-out may hide a request that got through; a rare duplicate beats a lost answer.
-                if last:
+                if attempt == self.max_attempts:
                     raise
+                # A time-out may hide a request that got through; a rare duplicate beats a lost answer.
                 log.info("%s: %s, retrying (attempt %d)", what, type(exc).__name__, attempt)
                 await asyncio.sleep(self.timeout_backoff_s * attempt)
         raise AssertionError("unreachable")
@@ -191,7 +209,7 @@ class SafeSender:
         return True
 
     async def try_once(self, make_call: Callable[[], Awaitable[Any]], *, what: str) -> Any:
-        """A best-effort call (previews, chat actions): one attempt, failures logged and swallowed."""
+        """A best-effort call (answering a button, a chat action): one attempt, failures logged and swallowed."""
         try:
             return await make_call()
         except TelegramError as exc:

@@ -8,9 +8,9 @@ not a JSON update, and calls setWebhook with our public URL and secret. Two thin
   its question is committed (or its handling ended, or ACK_TIMEOUT_S passed). A replica killed right after the 200
   has then lost nothing Telegram will not resend, and the next message of the user, which Telegram sends after this
   one was acknowledged, is stored after it: turn ids follow the order the user sent, whichever replica got them.
-- `ScopedUpdates`: the update processor (PTB's concurrent updates) that runs each update inside a `TurnScope`, so
-  the question's commit can release the held 200, and the user's shared lock is released only once the answer has
-  been delivered (bot/ordering.py).
+- `ConcurrentUpdates`: the update processor (PTB's concurrent updates) that releases an update's held 200 once its
+  handling ended, whatever happened, if the question's commit did not release it first (the text handler passes
+  `AcknowledgingQueue.taken_in` to the service as `on_stored`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 from telegram import Update
 from telegram.ext import Application, SimpleUpdateProcessor
 
-from bot.service.ordering import TurnScope, run_in_scope
 from bot.settings import WebhookConfig
 
 log = logging.getLogger(__name__)
@@ -72,8 +71,8 @@ class AcknowledgingQueue(asyncio.Queue):
             taken.set_result(None)
 
 
-class ScopedUpdates(SimpleUpdateProcessor):
-    """Concurrent updates, each in its own TurnScope (see the module docstring)."""
+class ConcurrentUpdates(SimpleUpdateProcessor):
+    """Concurrent updates; with webhooks, an update's held 200 goes out at the latest when its handling ends."""
 
     def __init__(self, queue: AcknowledgingQueue | None = None,
                  max_concurrent_updates: int = MAX_CONCURRENT_UPDATES) -> None:
@@ -81,8 +80,11 @@ class ScopedUpdates(SimpleUpdateProcessor):
         self.queue = queue
 
     async def do_process_update(self, update: object, coroutine: Any) -> None:
-        on_stored = (lambda: self.queue.taken_in(update)) if self.queue is not None else None
-        await run_in_scope(TurnScope(on_stored), coroutine)
+        try:
+            await coroutine
+        finally:
+            if self.queue is not None:
+                self.queue.taken_in(update)
 
 
 async def start_webhook(app: Application, config: WebhookConfig) -> None:

@@ -3,7 +3,7 @@
 Each input line is a message. `다른 거` (or `/retry`) turns down the latest answer; the commands are the Telegram bot's:
 `/help`, `/reset` (a new conversation), `/forget` (deletes everything stored for this user after a y/N question, read
 from the next line), `/status` and `/reload NAME` (admin commands in Telegram; the terminal's user is the operator, so
-they work here), `/taste` (shows and edits the taste profile, bot/chat_taste.py), `/quit`. Any other line that starts
+they work here), `/taste` (shows and edits the taste profile, bot/terminal/taste.py), `/quit`. Any other line that starts
 with "/" gets the help hint and never reaches the model. A taste statement ("나 새우 알레르기 있어") is confirmed on the
 next line (y/N) before it is remembered. Answers go to stdout after the marker "메추리> ":
 streamed as they are generated in a terminal, one line per answer when piped, so the command is scriptable:
@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
-import random
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from bot.korean import with_particle
-from bot.service.conversation import Answer, ConversationBusy, ConversationService, RetryRefused
-from bot.service.runtime import load_catalog, load_safety, start_generator
+from bot.service import replies
+from bot.service.contract import Answer, ConversationBusy, RetryRefused
+from bot.service.conversation import ConversationService
+from bot.service.runtime import build_service, load_catalog, load_safety, start_generator
 from bot.settings import Settings
 from bot.store.history import Store
-from bot.terminal import taste as chat_taste
-from model import ModelError
+from bot.terminal import taste as terminal_taste
+from model.demo.build import DEMO_RESAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,9 @@ HELP = (
     "  /reload 이름  어댑터 폴더의 어댑터로 바꾸기 (이 터미널에서 바로 돼요)\n"
     "  /help    이 도움말   /quit  끝내기"
 )
-HELP_HINT = "그 명령은 몰라요. 쓸 수 있는 명령은 /help 에서 볼 수 있어요."
-BUSY_TEXT = "지금은 요청이 많아요. 잠시 후 다시 시도해 주세요."
 NOTHING_TO_RETRY = "아직 다시 고를 답변이 없어요. 먼저 질문해 주세요."
 NO_RETRY_HERE = "이 답변은 다시 고를 수 없어요. 새로 질문해 주세요."
-RESET_DONE = "새 대화를 시작할게요. 무엇이 드시고 싶으세요?"
-FORGET_ASK = "지금까지 저장된 내 대화 기록을 모두 지울까요? 지우면 되돌릴 수 없어요. [y/N]"
-FORGET_CANCELLED = "취소했어요. 기록은 그대로 있어요."
-RELOAD_USAGE = "불러올 어댑터 이름을 적어 주세요: /reload 이름 (어댑터 폴더 안의 폴더)"
-RELOAD_BROKEN = "어댑터 폴더가 비어 있거나 손상됐거나, 이 모델용이 아니에요. 자세한 내용은 로그에 남겼어요."
+FORGET_ASK = f"{replies.FORGET_ASK} [y/N]"
 
 
 class _Printer:
@@ -162,7 +155,7 @@ class _Session:
         try:
             answer = await call(on_partial)
             if answer.status == "ask":  # a taste statement: y/N first, then the question it came with, if any
-                answer, self.unread = await chat_taste.confirm(
+                answer, self.unread = await terminal_taste.confirm(
                     self.service, answer, lambda: asyncio.to_thread(next, self.lines, None),
                     lambda text: say(self.out, text), chat_id=self.chat_id, user_id=self.user_id,
                     on_partial=on_partial,
@@ -171,7 +164,7 @@ class _Session:
             say(self.out, refused.reason)
             return
         except ConversationBusy:
-            say(self.out, BUSY_TEXT)
+            say(self.out, replies.BUSY)
             return
         if answer is None:
             return
@@ -187,43 +180,27 @@ class _Session:
         elif name == "/reset":
             await self.service.reset(self.chat_id, self.user_id)
             self.last = None
-            say(self.out, RESET_DONE)
+            say(self.out, replies.RESET_DONE)
         elif name == "/forget":
             await self.forget()
         elif name == "/status":
-            from bot.telegram.handlers import format_status  # pure formatting; shared with the bot's /status
-
-            say(self.out, format_status(self.service.status(), 0))
+            say(self.out, replies.format_status(self.service.status()))
         elif name == "/reload":
-            await self.reload(arg.strip())
+            say(self.out, await self.service.reload_report(arg.strip()) if arg.strip() else replies.RELOAD_USAGE)
         elif name == "/taste":
-            say(self.out, await chat_taste.command(self.service, self.user_id, text))
+            say(self.out, await terminal_taste.command(self.service, self.user_id, text))
         else:
-            say(self.out, HELP_HINT)
+            say(self.out, replies.HELP_HINT)
 
     async def forget(self) -> None:
         say(self.out, FORGET_ASK)
         answer = await self.read()
         if answer is None or answer.strip().lower() not in YES_WORDS:
-            say(self.out, FORGET_CANCELLED)
+            say(self.out, replies.FORGET_CANCELLED)
             return
         deleted = await self.service.forget(self.chat_id, self.user_id)
         self.last = None
-        say(self.out, f"저장된 기록 {deleted}개를 모두 지웠어요. 언제든 다시 물어보세요.")
-
-    async def reload(self, name: str) -> None:
-        if not name:
-            say(self.out, RELOAD_USAGE)
-            return
-        quoted = f"'{name[:40]}'"
-        try:
-            info = await self.service.reload_adapter(name)
-        except ModelError as exc:  # the log keeps the paths; the chat gets one Korean sentence
-            log.warning("adapter reload of %r failed: %s", name, exc)
-            say(self.out, f"어댑터 {with_particle(quoted, '을')} 불러오지 못했어요. 지금 쓰던 모델을 계속 써요.\n"
-                          f"이유: {getattr(exc, 'reason', None) or RELOAD_BROKEN}")
-            return
-        say(self.out, f"어댑터 '{info.name}' 준비 완료 ✅ (버전 {info.version})")
+        say(self.out, replies.forgotten(deleted))
 
 
 def stdin_lines(prompt: str | None) -> Iterator[str]:
@@ -248,20 +225,17 @@ async def load_generator(settings: Settings, args: argparse.Namespace) -> Any:
 async def chat_main(settings: Settings, args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration log is noise in a chat
+    demo = getattr(args, "demo", False) or getattr(args, "demo_quick", False)
     store = Store(settings.database_url)
     generator: Any = None
     try:
         await store.upgrade()
         await store.recover()
         generator = await load_generator(settings, args)
-        service = ConversationService.from_settings(settings, store, generator, catalog=load_catalog(),
-                                                    safety=await load_safety())
-        if getattr(args, "demo", False) or getattr(args, "demo_quick", False):
-            from model.demo.build import DEMO_RESAMPLES
-
-            service.max_retries_for_dish = DEMO_RESAMPLES
-        if getattr(args, "seed", None) is not None:
-            service.seed_source = functools.partial(random.Random(args.seed).getrandbits, 31)
+        # A sample of the demo model costs a tenth of a second: its chat may draw more of them (model/demo/build.py).
+        service = build_service(settings, store, generator, catalog=load_catalog(), safety=await load_safety(),
+                                paced=False, max_resamples=DEMO_RESAMPLES if demo else 3,
+                                seed=getattr(args, "seed", None))
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         if interactive and service.taste is not None:
             service.taste.preload()  # Kiwi starts in the background while the user types (piped runs need not wait)

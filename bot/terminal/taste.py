@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.service.conversation import Answer, ConversationService
-from bot.taste import replies as taste_text
+from bot.service.contract import Answer
+from bot.service.conversation import ConversationService
+from bot.taste import replies as taste_replies
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, allergens_of
 
 YES = {"y", "yes", "예", "네", "응", "어", "ㅇ", "ㅇㅇ", "그래", "좋아"}
@@ -49,10 +50,10 @@ async def command(service: ConversationService, user_id: int, text: str) -> str:
     """`/taste …` as one reply text."""
     desk = service.taste
     if desk is None:
-        return taste_text.TASTE_UNAVAILABLE
+        return taste_replies.TASTE_UNAVAILABLE
     words = text.split()[1:]
     if not words:
-        return f"{taste_text.profile_text(await desk.store.profile(user_id))}\n{USAGE}"
+        return f"{taste_replies.profile_text(await desk.store.profile(user_id))}\n{USAGE}"
     what, arg = words[0], " ".join(words[1:])
     if what in ("알레르기", "allergy") and arg:
         names = [a for a in allergens_of(arg) if a in ALLERGEN_ORDER]

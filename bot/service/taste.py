@@ -1,6 +1,6 @@
 """Taste for the conversation service and the front ends: reading statements, the stored profile, what a profile
-and the recent days ban, and the /taste edits. Front ends call `service.taste` (this) for /taste; answering goes
-through ConversationService, which asks this desk what to avoid.
+and the recent days ban, and the /taste edits. Front ends call `service.taste` (this desk) for /taste; answering goes
+through the service, which asks the desk what to avoid.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.service.avoidance import AvoidList
-from bot.store.history import Store, utcnow
-from bot.store.taste import TasteStore
+from bot.service.drawing import AvoidList
+from bot.store.database import Database
+from bot.store.schema import utcnow
+from bot.store.taste import TasteStore, read_context
 from bot.taste.parse import Statement, TasteReader
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteItem, TasteProfile, TasteRules, allergy, diet
-from model.food.dishes import DishCatalog
+from model import DishCatalog
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,9 @@ MAX_STATEMENT_CHARS = 300
 
 
 class TasteDesk:
-    def __init__(self, store: Store, catalog: DishCatalog, *, variety_days: float = 7.0,
+    def __init__(self, database: Database, catalog: DishCatalog, *, variety_days: float = 7.0,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.store = TasteStore(store)
+        self.store = TasteStore(database)
         self.catalog = catalog
         self.variety_days = variety_days
         self.clock = clock  # the benchmark's simulated week replaces it
@@ -82,7 +83,7 @@ class TasteDesk:
     def context_reader(self, user_id: int) -> Callable[[Any], tuple[TasteProfile, frozenset[str]]]:
         """`context` as a read to run inside the transaction that starts an answer."""
         since = self.since()
-        return lambda db: TasteStore.read_context(db, user_id, since)
+        return lambda db: read_context(db, user_id, since)
 
     async def feed(self, avoid: AvoidList, profile: TasteProfile, recent: Iterable[str]) -> None:
         """Add what the profile and the recent days rule out: allergies as guarantees; diet, dislikes and recent
