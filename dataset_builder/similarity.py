@@ -25,7 +25,6 @@ tokens, which a float comparison would drop under "> 0.7". The reported score is
 from __future__ import annotations
 
 import functools
-import time
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -316,9 +315,3 @@ def tokenize_all(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[str]]:
     by_text = dict(zip(unique, tokenizer.tokenize_many(unique), strict=True))
     return [by_text[t] for t in texts]
 
-
-def timed_tokenizer(name: str) -> tuple[Tokenizer, float]:
-    """Build a tokenizer and say how long it took (Kiwi's start-up is the cost worth knowing)."""
-    start = time.perf_counter()
-    tok = make_tokenizer(name)
-    return tok, time.perf_counter() - start
