@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
+from rouge_score import rouge_scorer
 
 # Kiwi part-of-speech tags kept by the "kiwi" tokenizer (after dropping the -I/-R irregular-conjugation suffix).
 # IC is kept because Kiwi tags the same "뭐" as NP in one sentence and IC in another. Auxiliary verbs (VX) and
@@ -242,8 +243,6 @@ class BruteForceIndex(NearDupIndex):
     """
 
     def __init__(self, threshold: float) -> None:
-        from rouge_score import rouge_scorer
-
         self.threshold = threshold
         self._exact = as_fraction(threshold)
         self._scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_JoinedTokens())

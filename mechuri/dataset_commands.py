@@ -7,15 +7,15 @@ Only argparse is imported here; each command imports its module (and openai, kiw
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import asyncio
-    import dataclasses
-
     from dataset_builder.generate import GenerateConfig, GenerateError, generate
 
     # Options left out are absent from `args` (argparse.SUPPRESS), so GenerateConfig's defaults are the only ones.
@@ -62,7 +62,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dataset_builder.export import export_alpaca, push_to_hub
+    from dataset_builder.export import export_alpaca
 
     if _missing(args.inputs):
         return 1
@@ -78,6 +78,8 @@ def _export(args: argparse.Namespace) -> int:
     print(f", {report.eval_rows} rows -> {args.eval_out}" if args.eval_out else "", end="")
     print(f" ({report.duplicates} duplicate questions written once, {len(report.bad_lines)} bad lines skipped)")
     if args.push_to_hub:
+        from dataset_builder.hub import push_to_hub  # `datasets` takes ~1 s to import: only when pushing
+
         push_to_hub(args.push_to_hub, args.out, args.eval_out, private=args.private)
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
@@ -204,8 +206,6 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
     parser = argparse.ArgumentParser(prog="python -m mechuri.dataset_commands")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["dataset", *(sys.argv[1:] if argv is None else argv)])
