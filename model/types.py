@@ -37,8 +37,8 @@ class GenerationRequest:
     """One generation. `temperature == 0` means greedy decoding (the seed is then irrelevant).
 
     `avoid` lists phrases never to generate (every spelling of the dishes the user turned down, or that carry their
-    allergens: over a thousand for some allergies), banned on bytes while sampling (model/serving/bans.py). A spelling the
-    caller does not list can still appear: callers that must be sure check the text afterwards.
+    allergens: over a thousand for some allergies), banned on bytes while sampling (model/serving/bans.py). A
+    spelling the caller does not list can still appear: callers that must be sure check the text afterwards.
     """
 
     prompt: str
