@@ -9,6 +9,6 @@
 Modules: schema (row formats, JSONL reader), prompts (the Self-Instruct prompt and its parser), generate (async
 OpenAI-compatible client), similarity (tokenizers, ROUGE-L, near-duplicate index), lexicon and slots (the slot
 frames of the default near-duplicate decision; slot_lexicon.csv), cleaning (row cleaning, Korean-answer check),
-filter, stats, export, cli.
+filter, stats, export, hub (the upload). The commands' argument parsing lives in mechuri/dataset_commands.py.
 This package stands alone: it imports nothing from bot/, model/ or mechuri/.
 """

@@ -7,9 +7,7 @@ JSONL (each instance becomes a row). Exact duplicate questions across the inputs
     mechuri dataset export --in data/generated.jsonl --in dataset_builder/seed_tasks.jsonl \\
         --out data/train.jsonl --eval-out data/eval.jsonl --eval-fraction 0.05
 
-`--push-to-hub REPO` then uploads the files as a dataset repo (train, plus test when --eval-out is given) with
-`datasets`' `push_to_hub`; the token comes from `HF_TOKEN` or a prior `hf auth login`. Add `--private` for a private
-repo. Tests never push.
+`--push-to-hub REPO` then uploads the files (hub.py).
 """
 
 from __future__ import annotations
@@ -73,12 +71,3 @@ def export_alpaca(
     report.train_rows, report.eval_rows = len(rows), len(eval_rows)
     return report
 
-
-def push_to_hub(repo: str, train: Path, test: Path | None = None, private: bool = False) -> None:
-    """Upload the exported files as a Hub dataset repo (needs network and a token; never run in tests)."""
-    from datasets import load_dataset
-
-    files = {"train": str(train)}
-    if test is not None:
-        files["test"] = str(test)
-    load_dataset("json", data_files=files).push_to_hub(repo, private=private)

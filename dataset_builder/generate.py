@@ -6,9 +6,10 @@ then appended to the output and flushed one by one, so a crash loses only the re
 output is read back and only the missing rows, up to `--num`, are generated. Every answer, good or bad, is appended to
 `<out>.raw.jsonl` for audit.
 
-Retries: the client's own retry is off (max_retries=0) and this module retries 408/409/429/5xx and connection errors
-with exponential backoff and jitter, honouring Retry-After, so the delays are ours to set (tests make them tiny).
-Errors no retry can fix (bad key, unknown model, wrong URL) stop the run with the cause and the fix.
+Retries are the openai client's own (`max_retries`): it retries timeouts, connection errors, 408/409/429 and 5xx with
+exponential backoff and jitter, and honours Retry-After. A request whose retries ran out is logged with its cause and
+the fix, counted as failed, and the run goes on. Errors no retry can fix (bad key, unknown model, wrong URL) stop the
+run with the cause and the fix.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlparse
+
+import openai
+from openai.types.chat import ChatCompletion
+from tqdm.auto import tqdm
 
 from dataset_builder.filter import FilterConfig, RowFilter
 from dataset_builder.prompts import build_prompt, parse_tasks, sample_examples
@@ -45,7 +51,8 @@ PRICES_PER_MILLION = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
 }
-RETRYABLE_STATUS = frozenset({408, 409, 429})
+# The openai client numbers each attempt of a call in this request header, 0 for the first: any other is a retry.
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
 
 
 class GenerateError(RuntimeError):
@@ -68,8 +75,6 @@ class GenerateConfig:
     max_tokens: int = 3000
     request_timeout: float = 120.0
     max_retries: int = 6
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 60.0
     max_requests: int | None = None  # a budget for this run; None means enough to reach `num`
     max_idle_rounds: int = 3  # rounds in a row that keep nothing before giving up
     price_in: float | None = None
@@ -138,16 +143,35 @@ def raw_path_for(output: Path) -> Path:
     return output.with_name(name + ".raw.jsonl")
 
 
-def _retry_delay(cfg: GenerateConfig, attempt: int, exc: Exception) -> float:
-    delay = cfg.retry_base_delay * 2**attempt * random.uniform(0.5, 1.0)
-    response = getattr(exc, "response", None)
-    retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after:
-        try:
-            delay = max(delay, float(retry_after))
-        except ValueError:
-            pass  # an HTTP date; the exponential delay will do
-    return min(delay, cfg.retry_max_delay)
+def failure_hint(exc: Exception, cfg: GenerateConfig) -> str:
+    """The cause of a request that failed for good (its retries ran out, or no retry could help) and the fix."""
+    retries = f"after {cfg.max_retries} retries (--max-retries)"
+    if isinstance(exc, openai.APITimeoutError):
+        return (f"no answer within {cfg.request_timeout:g} s {retries}: raise --timeout, or lower --max-tokens or "
+                "--concurrency")
+    if isinstance(exc, openai.APIConnectionError):
+        return f"could not reach {cfg.base_url} {retries}: check --base-url and that the server is running"
+    if isinstance(exc, openai.RateLimitError):
+        return f"rate limited (429) {retries}: lower --concurrency, or rerun later to resume"
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return (f"{cfg.base_url} answered {exc.status_code} {retries}: the server is failing; rerun later to "
+                "resume, or raise --max-retries")
+    if isinstance(exc, ValueError):
+        return (f"{cfg.base_url} answered with a body that is not JSON (a proxy's error page?): check --base-url; "
+                "rerun to resume")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def open_client(cfg: GenerateConfig, api_key: str, report: GenerateReport) -> openai.AsyncOpenAI:
+    """The client, retrying as `cfg` says; every retry it sends is counted in `report.retries`."""
+
+    async def count_retry(request: Any) -> None:
+        if request.headers.get(RETRY_COUNT_HEADER, "0") != "0":
+            report.retries += 1
+
+    http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_retry]})
+    return openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries,
+                              timeout=cfg.request_timeout, http_client=http)
 
 
 class _Run:
@@ -163,9 +187,9 @@ class _Run:
         self.price = price_for(cfg.model, cfg.price_in, cfg.price_out)
         self.token_param = "max_tokens"
         self.answered = False  # a 400 before any answer means the request itself is wrong: stop, don't loop
-        self.out = None
-        self.raw = None
-        self.bar = None
+        self.out: IO[str] | None = None
+        self.raw: IO[str] | None = None
+        self.bar: Any = None
 
     def done(self) -> bool:
         return len(self.rows) >= self.cfg.num
@@ -174,55 +198,45 @@ class _Run:
         self.raw.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.raw.flush()
 
-    async def call(self, client, prompt: str):
-        import openai
+    async def rounds(self, client: openai.AsyncOpenAI) -> None:
+        """Ask in rounds until `num` rows are kept, the request budget is used up, or rounds keep nothing."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        idle_rounds = 0
+        while not self.done():
+            kept = await self.round(client, sem)
+            if kept is None:
+                log.warning("stopping: request budget (--max-requests %s) used up", self.cfg.max_requests)
+                return
+            idle_rounds = 0 if kept else idle_rounds + 1
+            if idle_rounds >= self.cfg.max_idle_rounds:
+                log.warning("stopping: %d rounds in a row kept no row (all failed or duplicates)", idle_rounds)
+                return
 
+    async def round(self, client: openai.AsyncOpenAI, sem: asyncio.Semaphore) -> int | None:
+        """One round of requests; returns the rows it kept, or None when the request budget allows no request."""
         cfg = self.cfg
-        attempt = 0
-        while True:
-            try:
-                return await client.chat.completions.create(
-                    model=cfg.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    **{self.token_param: cfg.max_tokens},
-                )
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                raise GenerateError(
-                    f"{cfg.base_url} refused the API key ({exc.status_code}): check OPENAI_API_KEY for this server"
-                ) from exc
-            except openai.NotFoundError as exc:
-                raise GenerateError(
-                    f"{cfg.base_url} answered 404 for model {cfg.model!r}: check --model and that --base-url ends "
-                    "in /v1"
-                ) from exc
-            except openai.BadRequestError as exc:
-                if self.token_param == "max_tokens" and "max_completion_tokens" in str(exc):
-                    self.token_param = "max_completion_tokens"  # newer OpenAI models renamed the limit
-                    continue
-                if not self.answered:
-                    raise GenerateError(
-                        f"{cfg.base_url} rejected the first request (400: {exc.message}): check --model and the "
-                        "sampling options (--temperature, --top-p, --max-tokens) for this server"
-                    ) from exc
-                raise
-            except (openai.APIConnectionError, openai.APIStatusError, ValueError) as exc:
-                # ValueError: a 200 whose body is not JSON (a proxy's error page), usually passing.
-                status = getattr(exc, "status_code", None)
-                retryable = status is None or status in RETRYABLE_STATUS or status >= 500
-                if not retryable or attempt >= cfg.max_retries:
-                    raise
-                delay = _retry_delay(cfg, attempt, exc)
-                attempt += 1
-                self.report.retries += 1
-                log.debug("request failed (%s), retry %d in %.2f s", status or type(exc).__name__, attempt, delay)
-                await asyncio.sleep(delay)
+        # One round asks for just enough rows to finish if every one survives, so little is thrown away.
+        wanted = math.ceil((cfg.num - len(self.rows)) / cfg.tasks_per_request)
+        if cfg.max_requests is not None:
+            wanted = min(wanted, cfg.max_requests - self.report.requests)
+        if wanted <= 0:
+            return None
+        first = self.report.requests
+        tasks = [asyncio.create_task(self.one_request(client, sem, first + i)) for i in range(wanted)]
+        kept = 0
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                kept += await next_done
+                if self.done():
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return kept
 
-    async def one_request(self, client, sem: asyncio.Semaphore, request_no: int) -> int:
+    async def one_request(self, client: openai.AsyncOpenAI, sem: asyncio.Semaphore, request_no: int) -> int:
         """Send one prompt, keep what survives parsing and filtering; returns the number of rows written."""
-        import openai
-
         async with sem:
             if self.done():
                 return 0
@@ -236,11 +250,40 @@ class _Run:
                 self.report.failed_requests += 1
                 self.report.problems["request_failed"] += 1
                 self.audit({"request": request_no, "error": f"{type(exc).__name__}: {exc}"})
-                log.warning("request %d failed after retries: %s", request_no, exc)
+                log.error("request %d failed: %s", request_no, failure_hint(exc, cfg))
                 return 0
         return self.accept(request_no, examples, completion)
 
-    def accept(self, request_no: int, examples: list[AlpacaRow], completion) -> int:
+    async def call(self, client: openai.AsyncOpenAI, prompt: str) -> ChatCompletion:
+        cfg = self.cfg
+        try:
+            return await client.chat.completions.create(
+                model=cfg.model,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                **{self.token_param: cfg.max_tokens},
+            )
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise GenerateError(
+                f"{cfg.base_url} refused the API key ({exc.status_code}): check OPENAI_API_KEY for this server"
+            ) from exc
+        except openai.NotFoundError as exc:
+            raise GenerateError(
+                f"{cfg.base_url} answered 404 for model {cfg.model!r}: check --model and that --base-url ends in /v1"
+            ) from exc
+        except openai.BadRequestError as exc:
+            if self.token_param == "max_tokens" and "max_completion_tokens" in str(exc):
+                self.token_param = "max_completion_tokens"  # newer OpenAI models renamed the limit
+                return await self.call(client, prompt)
+            if not self.answered:
+                raise GenerateError(
+                    f"{cfg.base_url} rejected the first request (400: {exc.message}): check --model and the "
+                    "sampling options (--temperature, --top-p, --max-tokens) for this server"
+                ) from exc
+            raise
+
+    def accept(self, request_no: int, examples: list[AlpacaRow], completion: ChatCompletion) -> int:
         self.answered = True
         usage = getattr(completion, "usage", None)
         if usage is not None:
@@ -304,63 +347,37 @@ def load_seeds(path: Path) -> list[SeedTask]:
     return seeds
 
 
-async def generate(cfg: GenerateConfig, api_key: str | None = None) -> GenerateReport:
-    """Generate rows into `cfg.output` until it holds `cfg.num` rows (or the request budget runs out)."""
-    from openai import AsyncOpenAI
-    from tqdm.auto import tqdm
-
-    start = time.perf_counter()
-    api_key = api_key or resolve_api_key(cfg.base_url)
+def load_run(cfg: GenerateConfig) -> _Run:
+    """The seeds, and the rows `cfg.output` already holds (a torn last line is cut off): what a run resumes from."""
     seeds = load_seeds(cfg.seed_file)
     rows: list[AlpacaRow] = []
     if cfg.output.exists():
         repair_torn_tail(cfg.output)
         rows = [row for _, row in read_jsonl(cfg.output, AlpacaRow)]
     seed_rows = [row for task in seeds for row in task.to_alpaca_rows()]
-    row_filter = RowFilter(cfg.filter, references=[*seed_rows, *rows])
-    run = _Run(cfg, seeds, rows, row_filter)
-    if run.done():
-        log.info("%s already holds %d rows (>= --num %d): nothing to do", cfg.output, len(rows), cfg.num)
-        run.report.seconds = time.perf_counter() - start
-        return run.report
+    return _Run(cfg, seeds, rows, RowFilter(cfg.filter, references=[*seed_rows, *rows]))
 
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    repair_torn_tail(raw_path_for(cfg.output))
-    client = AsyncOpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=0, timeout=cfg.request_timeout)
-    sem = asyncio.Semaphore(cfg.concurrency)
-    idle_rounds = 0
-    with (
-        cfg.output.open("a", encoding="utf-8") as run.out,
-        raw_path_for(cfg.output).open("a", encoding="utf-8") as run.raw,
-        tqdm(total=cfg.num, initial=len(rows), unit="row", disable=not cfg.progress) as run.bar,
-    ):
-        try:
-            while not run.done():
-                # One round asks for just enough rows to finish if every one survives, so little is thrown away.
-                wanted = math.ceil((cfg.num - len(rows)) / cfg.tasks_per_request)
-                if cfg.max_requests is not None:
-                    wanted = min(wanted, cfg.max_requests - run.report.requests)
-                if wanted <= 0:
-                    log.warning("stopping: request budget (--max-requests %s) used up", cfg.max_requests)
-                    break
-                first = run.report.requests
-                tasks = [asyncio.create_task(run.one_request(client, sem, first + i)) for i in range(wanted)]
-                kept_this_round = 0
-                try:
-                    for next_done in asyncio.as_completed(tasks):
-                        kept_this_round += await next_done
-                        if run.done():
-                            break
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                idle_rounds = 0 if kept_this_round else idle_rounds + 1
-                if idle_rounds >= cfg.max_idle_rounds:
-                    log.warning("stopping: %d rounds in a row kept no row (all failed or duplicates)", idle_rounds)
-                    break
-        finally:
-            await client.close()
-    run.report.rows_total = len(rows)
+
+async def generate(cfg: GenerateConfig, api_key: str | None = None) -> GenerateReport:
+    """Generate rows into `cfg.output` until it holds `cfg.num` rows (or the request budget runs out)."""
+    start = time.perf_counter()
+    api_key = api_key or resolve_api_key(cfg.base_url)
+    run = load_run(cfg)
+    if run.done():
+        log.info("%s already holds %d rows (>= --num %d): nothing to do", cfg.output, len(run.rows), cfg.num)
+    else:
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(raw_path_for(cfg.output))
+        client = open_client(cfg, api_key, run.report)
+        with (
+            cfg.output.open("a", encoding="utf-8") as run.out,
+            raw_path_for(cfg.output).open("a", encoding="utf-8") as run.raw,
+            tqdm(total=cfg.num, initial=len(run.rows), unit="row", disable=not cfg.progress) as run.bar,
+        ):
+            try:
+                await run.rounds(client)
+            finally:
+                await client.close()
+    run.report.rows_total = len(run.rows)
     run.report.seconds = time.perf_counter() - start
     return run.report

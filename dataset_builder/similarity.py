@@ -25,7 +25,6 @@ tokens, which a float comparison would drop under "> 0.7". The reported score is
 from __future__ import annotations
 
 import functools
-import time
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
+from rouge_score import rouge_scorer
 
 # Kiwi part-of-speech tags kept by the "kiwi" tokenizer (after dropping the -I/-R irregular-conjugation suffix).
 # IC is kept because Kiwi tags the same "뭐" as NP in one sentence and IC in another. Auxiliary verbs (VX) and
@@ -243,8 +243,6 @@ class BruteForceIndex(NearDupIndex):
     """
 
     def __init__(self, threshold: float) -> None:
-        from rouge_score import rouge_scorer
-
         self.threshold = threshold
         self._exact = as_fraction(threshold)
         self._scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_JoinedTokens())
@@ -316,9 +314,3 @@ def tokenize_all(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[str]]:
     by_text = dict(zip(unique, tokenizer.tokenize_many(unique), strict=True))
     return [by_text[t] for t in texts]
 
-
-def timed_tokenizer(name: str) -> tuple[Tokenizer, float]:
-    """Build a tokenizer and say how long it took (Kiwi's start-up is the cost worth knowing)."""
-    start = time.perf_counter()
-    tok = make_tokenizer(name)
-    return tok, time.perf_counter() - start

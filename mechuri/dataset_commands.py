@@ -1,49 +1,26 @@
 """`mechuri dataset ...`: generate / filter / stats / export.
 
 Only argparse is imported here; each command imports its module (and openai, kiwipiepy, datasets) when it runs, so
-`mechuri --help` stays fast. Also runnable alone: `python -m dataset_builder.cli generate ...`.
+`mechuri --help` stays fast. Also runnable alone: `python -m mechuri.dataset_commands generate ...`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
 
-# dataset_builder's own seed tasks (a sibling package, also in an installed wheel)
-DEFAULT_SEED_FILE = Path(__file__).resolve().parents[1] / "dataset_builder" / "seed_tasks.jsonl"
-
 
 def _generate(args: argparse.Namespace) -> int:
-    import asyncio
-
     from dataset_builder.generate import GenerateConfig, GenerateError, generate
 
-    cfg = GenerateConfig(
-        output=args.out,
-        num=args.num,
-        seed_file=args.seed_tasks,
-        base_url=args.base_url,
-        model=args.model,
-        concurrency=args.concurrency,
-        tasks_per_request=args.tasks_per_request,
-        num_seed_examples=args.seed_examples,
-        num_machine_examples=args.machine_examples,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        request_timeout=args.timeout,
-        max_retries=args.max_retries,
-        retry_base_delay=args.retry_base_delay,
-        retry_max_delay=args.retry_max_delay,
-        max_requests=args.max_requests,
-        price_in=args.price_in,
-        price_out=args.price_out,
-        random_seed=args.random_seed,
-        progress=not args.no_progress,
-        filter=_filter_config(args),
-    )
+    # Options left out are absent from `args` (argparse.SUPPRESS), so GenerateConfig's defaults are the only ones.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateConfig) if hasattr(args, f.name)}
+    cfg = GenerateConfig(**given, progress=not args.no_progress, filter=_filter_config(args))
     try:
         report = asyncio.run(generate(cfg))
     except GenerateError as exc:
@@ -85,7 +62,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dataset_builder.export import export_alpaca, push_to_hub
+    from dataset_builder.export import export_alpaca
 
     if _missing(args.inputs):
         return 1
@@ -101,6 +78,8 @@ def _export(args: argparse.Namespace) -> int:
     print(f", {report.eval_rows} rows -> {args.eval_out}" if args.eval_out else "", end="")
     print(f" ({report.duplicates} duplicate questions written once, {len(report.bad_lines)} bad lines skipped)")
     if args.push_to_hub:
+        from dataset_builder.hub import push_to_hub  # `datasets` takes ~1 s to import: only when pushing
+
         push_to_hub(args.push_to_hub, args.out, args.eval_out, private=args.private)
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
@@ -139,38 +118,50 @@ def _add_similarity_args(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     dataset = subparsers.add_parser("dataset", help="build the training dataset (Self-Instruct, filter, stats)")
     commands = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
-    dataset.commands = commands  # public: another package may add a `mechuri dataset` command (bot/feedback_cli.py)
+    dataset.commands = commands  # public: another package may add a `mechuri dataset` command (feedback_commands.py)
     dataset.set_defaults(func=lambda args: dataset.print_help() or 2)
+    _add_generate(commands)
+    _add_filter(commands)
+    _add_stats(commands)
+    _add_export(commands)
 
-    g = commands.add_parser("generate", help="generate Alpaca rows from seed tasks with an OpenAI-compatible API")
-    g.add_argument("--out", type=Path, required=True, help="Alpaca JSONL to append to (resumes if it exists)")
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    g = commands.add_parser("generate", help="generate Alpaca rows from seed tasks with an OpenAI-compatible API",
+                            argument_default=argparse.SUPPRESS)
+    g.add_argument("--out", dest="output", metavar="OUT", type=Path, required=True,
+                   help="Alpaca JSONL to append to (resumes if it exists)")
     g.add_argument("--num", type=int, required=True, help="stop when the output holds this many rows")
-    g.add_argument("--seed-tasks", type=Path, default=DEFAULT_SEED_FILE)
+    g.add_argument("--seed-tasks", dest="seed_file", metavar="SEED_TASKS", type=Path)
     g.add_argument(
         "--base-url",
-        default=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        default=os.environ.get("OPENAI_BASE_URL") or argparse.SUPPRESS,
         help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default $OPENAI_BASE_URL or OpenAI)",
     )
-    g.add_argument("--model", default="gpt-4o-mini")
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
-    g.add_argument("--tasks-per-request", type=int, default=10, help="new rows asked for per request")
-    g.add_argument("--seed-examples", type=int, default=3, help="k seed tasks shown per prompt")
-    g.add_argument("--machine-examples", type=int, default=2, help="m generated rows shown per prompt")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-tokens", type=int, default=3000, help="completion token limit per request")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    g.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/connection errors")
-    g.add_argument("--retry-base-delay", type=float, default=1.0, help="first backoff in seconds, doubled each retry")
-    g.add_argument("--retry-max-delay", type=float, default=60.0, help="cap on one backoff, Retry-After included")
+    g.add_argument("--model")
+    g.add_argument("--concurrency", type=int, help="requests in flight at once")
+    g.add_argument("--tasks-per-request", type=int, help="new rows asked for per request")
+    g.add_argument("--seed-examples", dest="num_seed_examples", metavar="SEED_EXAMPLES", type=int,
+                   help="k seed tasks shown per prompt")
+    g.add_argument("--machine-examples", dest="num_machine_examples", metavar="MACHINE_EXAMPLES", type=int,
+                   help="m generated rows shown per prompt")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--max-tokens", type=int, help="completion token limit per request")
+    g.add_argument("--timeout", dest="request_timeout", metavar="TIMEOUT", type=float, help="seconds per request")
+    g.add_argument("--max-retries", type=int,
+                   help="retries on timeouts, connection errors, 429 and 5xx (the openai client's, which backs "
+                   "off and honours Retry-After)")
     g.add_argument("--max-requests", type=int, help="request budget for this run (default: as many as needed)")
     g.add_argument("--price-in", type=float, help="USD per 1M prompt tokens (overrides the built-in table)")
     g.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
     g.add_argument("--random-seed", type=int, help="seed for example sampling")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", default=False, help="no progress bar")
     _add_similarity_args(g)
     g.set_defaults(func=_generate)
 
+
+def _add_filter(commands: argparse._SubParsersAction) -> None:
     f = commands.add_parser("filter", help="drop short, off-topic, non-Korean and near-duplicate rows")
     f.add_argument("--in", dest="input", required=True, type=Path, help="Alpaca (or seed-task) JSONL")
     f.add_argument("--out", required=True, type=Path, help="kept rows, Alpaca JSONL")
@@ -192,6 +183,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_similarity_args(f)
     f.set_defaults(func=_filter)
 
+
+def _add_stats(commands: argparse._SubParsersAction) -> None:
     s = commands.add_parser("stats", help="counts, lengths, similar pairs, situation and dish coverage")
     s.add_argument("file", type=Path)
     s.add_argument("--catalog", type=Path, default=Path("data/dishes.csv"), help="dish catalog CSV, if present")
@@ -199,6 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--top-pairs", type=int, default=10)
     s.set_defaults(func=_stats)
 
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     e = commands.add_parser("export", help="merge and write Alpaca JSONL for training (optionally push to the Hub)")
     e.add_argument("--in", dest="inputs", type=Path, action="append", required=True, help="input JSONL (repeatable)")
     e.add_argument("--out", type=Path, required=True)
@@ -211,8 +206,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
     parser = argparse.ArgumentParser(prog="python -m mechuri.dataset_commands")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["dataset", *(sys.argv[1:] if argv is None else argv)])

@@ -11,9 +11,12 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from safetensors import safe_open
 
 from model.prompt import END_OF_TEXT
 from model.types import AdapterError, AdapterInfo, ModelLoadError
@@ -146,8 +149,6 @@ def default_dtype(quantization: str, device: str) -> Any:
 
 def quiet_transformers() -> None:
     """Progress bars and deprecation chatter from loading a 2 MB model drown out what matters in a terminal."""
-    import warnings
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -245,8 +246,6 @@ def _check_adapter_shapes(path: Path, weights: Path, config: dict[str, Any], mod
 
     try:
         if weights.suffix == ".safetensors":
-            from safetensors import safe_open
-
             with safe_open(str(weights), framework="pt") as f:
                 shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 QUESTION = "### 질문:"
 CONTEXT = "### 맥락:"
@@ -103,7 +103,7 @@ def format_example(instruction: str, input_text: str = "", output: str | None = 
     return prompt, "" if output is None else " " + neutralise(output)
 
 
-def _special_tokens(tokenizer: Any) -> list[str]:
+def _special_tokens(tokenizer: Tokenizer) -> list[str]:
     """Every token text the tokenizer would turn into a special id: its special tokens and its added tokens."""
     tokens = list(getattr(tokenizer, "all_special_tokens", None) or [])
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -111,11 +111,11 @@ def _special_tokens(tokenizer: Any) -> list[str]:
     return [t for t in dict.fromkeys(tokens) if t] + [END_OF_TEXT]
 
 
-def _count(tokenizer: Any, text: str) -> int:
+def _count(tokenizer: Tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _cut_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
+def _cut_to_tokens(tokenizer: Tokenizer, text: str, max_tokens: int) -> str:
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) <= max_tokens:
         return text
@@ -129,7 +129,7 @@ def build_prompt(
     *,
     context: str | None = None,
     excluded_dishes: Sequence[str] = (),
-    tokenizer: Any = None,
+    tokenizer: Tokenizer | None = None,
     budget: int | None = None,
 ) -> BuiltPrompt:
     """Build the prompt for `question` after the earlier `turns` (oldest first).
@@ -139,36 +139,50 @@ def build_prompt(
     """
     specials = _special_tokens(tokenizer) if tokenizer is not None else [END_OF_TEXT]
     clean_question = neutralise(question, specials)
-    context_parts = [neutralise(context, specials)] if context else []
-    note = excluded_dishes_note([neutralise(d, specials) for d in excluded_dishes])
-    if note:
-        context_parts.append(note)
-    clean_context = "\n".join(p for p in context_parts if p) or None
+    clean_context = _context_block(context, excluded_dishes, specials)
     history = [
         format_turn(neutralise(t.question, specials), neutralise(t.answer, specials),
                     neutralise(t.context, specials) if t.context else None)
         for t in turns
     ]
-
     if tokenizer is None or budget is None:
         text = TURN_SEPARATOR.join([*history, format_turn(clean_question, None, clean_context)])
         count = _count(tokenizer, text) if tokenizer is not None else None
         return BuiltPrompt(text, count, len(history), 0, False, tuple(excluded_dishes))
+    final, final_tokens, truncated = _fit_final_turn(tokenizer, clean_question, clean_context, budget)
+    kept, text, count = _fit_history(tokenizer, history, final, final_tokens, budget)
+    return BuiltPrompt(text, count, len(kept), len(history) - len(kept), truncated, tuple(excluded_dishes))
 
-    truncated = False
-    final = format_turn(clean_question, None, clean_context)
+
+def _context_block(context: str | None, excluded_dishes: Sequence[str], specials: Sequence[str]) -> str | None:
+    """The final turn's context: the caller's, then the note on turned-down dishes."""
+    parts = [neutralise(context, specials)] if context else []
+    note = excluded_dishes_note([neutralise(d, specials) for d in excluded_dishes])
+    if note:
+        parts.append(note)
+    return "\n".join(p for p in parts if p) or None
+
+
+def _fit_final_turn(tokenizer: Tokenizer, question: str, context: str | None, budget: int) -> tuple[str, int, bool]:
+    """The final turn and its token count within `budget`, and whether its question had to be cut."""
+    final = format_turn(question, None, context)
+    final_tokens = _count(tokenizer, final)
+    if final_tokens <= budget:
+        return final, final_tokens, False
+    # The question is cut rather than the dish note: the note is what keeps a retry from repeating itself.
+    frame_tokens = _count(tokenizer, format_turn("", None, context))
+    question = _cut_to_tokens(tokenizer, question, max(budget - frame_tokens - 2, 1))
+    final = format_turn(question, None, context)
     final_tokens = _count(tokenizer, final)
     if final_tokens > budget:
-        # The question is cut rather than the dish note: the note is what keeps a retry from repeating itself.
-        frame_tokens = _count(tokenizer, format_turn("", None, clean_context))
-        clean_question = _cut_to_tokens(tokenizer, clean_question, max(budget - frame_tokens - 2, 1))
-        final = format_turn(clean_question, None, clean_context)
+        final = _cut_to_tokens(tokenizer, final, budget)
         final_tokens = _count(tokenizer, final)
-        truncated = True
-        if final_tokens > budget:
-            final = _cut_to_tokens(tokenizer, final, budget)
-            final_tokens = _count(tokenizer, final)
+    return final, final_tokens, True
 
+
+def _fit_history(tokenizer: Tokenizer, history: Sequence[str], final: str, final_tokens: int,
+                 budget: int) -> tuple[list[str], str, int]:
+    """The newest turns that fit in `budget` before the final turn: (kept turns, prompt text, its token count)."""
     # Newest turns are kept first; the separator between pieces is counted with each kept turn.
     kept: list[str] = []
     used = final_tokens
@@ -186,4 +200,4 @@ def build_prompt(
         kept.pop(0)
         text = TURN_SEPARATOR.join([*kept, final])
         count = _count(tokenizer, text)
-    return BuiltPrompt(text, count, len(kept), len(history) - len(kept), truncated, tuple(excluded_dishes))
+    return kept, text, count

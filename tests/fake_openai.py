@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,6 +132,7 @@ class FakeOpenAI:
         self.script = list(script or [])
         self.default = default or pool_replies(4)
         self.requests: list[dict] = []
+        self.times: list[float] = []  # time.monotonic() at each request's arrival
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -145,6 +147,7 @@ class FakeOpenAI:
         with self._lock:
             n = len(self.requests)
             self.requests.append(body)
+            self.times.append(time.monotonic())
             step = self.script.pop(0) if self.script else None
         if step is None:
             return self.default(n, body)

@@ -1,4 +1,5 @@
-"""model/avoid.py: the byte-level phrase ban bans exactly what the first, slow version banned, for long lists too."""
+"""model/serving/bans.py: the byte-level phrase ban bans exactly what the first, slow version banned, for long
+lists too."""
 
 from __future__ import annotations
 

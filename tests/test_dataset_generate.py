@@ -49,7 +49,7 @@ def seed_file(tmp_path) -> Path:
 def config(seed_file: Path, out: Path, url: str, **overrides) -> GenerateConfig:
     values = dict(
         output=out, num=8, seed_file=seed_file, base_url=url, model="gpt-4o-mini", tasks_per_request=4,
-        concurrency=2, retry_base_delay=0.001, retry_max_delay=0.01, progress=False, random_seed=0,
+        concurrency=2, progress=False, random_seed=0,
         filter=FilterConfig(mode="char"),
     )
     values.update(overrides)
@@ -118,11 +118,11 @@ def test_prices():
 
 # --- end to end with the fake server ---------------------------------------------------------------------------
 
-async def test_generate_retries_skips_malformed_output_and_audits(seed_file, tmp_path):
+async def test_generate_retries_skips_malformed_output_and_audits(seed_file, tmp_path, caplog):
     out = tmp_path / "gen.jsonl"
     script = [
-        error(429, retry_after=0),
-        error(500),
+        error(429, retry_after=0.01),
+        error(500, retry_after=0.01),
         not_json_body(),
         completion("죄송하지만 JSON으로는 못 드려요."),
         completion(tasks_json(0, 4)[:-40], finish_reason="length"),
@@ -133,15 +133,29 @@ async def test_generate_retries_skips_malformed_output_and_audits(seed_file, tmp
     rows = read_rows(out)
     assert len(rows) == 10 and report.rows_total == 10
     assert_unique(rows)
-    assert report.retries == 3  # 429, 500 and the non-JSON body, each retried once
+    # The client retries the 429 and the 500; a 200 whose body is not JSON is no transient status, so that request
+    # fails (counted, audited, its cause logged) and the run goes on with the next one.
+    assert report.retries == 2
+    assert report.failed_requests == 1 and report.problems["request_failed"] == 1
+    assert "not JSON" in caplog.text and "check --base-url" in caplog.text
     assert report.problems["no_json_list"] == 1 and report.problems["truncated_list"] == 1
     assert http_requests == report.requests + report.retries
-    assert report.prompt_tokens == 1000 * report.requests and report.completion_tokens == 500 * report.requests
+    answered = report.requests - report.failed_requests
+    assert report.prompt_tokens == 1000 * answered and report.completion_tokens == 500 * answered
     assert report.cost_usd == pytest.approx((report.prompt_tokens * 0.15 + report.completion_tokens * 0.60) / 1e6)
     audit = [json.loads(line) for line in raw_path_for(out).read_text(encoding="utf-8").splitlines()]
     assert len(audit) == report.requests
-    assert audit[0]["response"] == "죄송하지만 JSON으로는 못 드려요." and audit[0]["kept"] == 0
-    assert sum(a["kept"] for a in audit) == 10
+    assert audit[0]["error"].startswith("JSONDecodeError")
+    assert audit[1]["response"] == "죄송하지만 JSON으로는 못 드려요." and audit[1]["kept"] == 0
+    assert sum(a.get("kept", 0) for a in audit) == 10
+
+
+async def test_retry_after_is_honoured(seed_file, tmp_path):
+    with FakeOpenAI(script=[error(429, retry_after=0.4)]) as server:
+        report = await generate(config(seed_file, tmp_path / "g.jsonl", server.url, num=4, concurrency=1))
+        times = server.times
+    assert report.retries == 1 and report.rows_total == 4
+    assert times[1] - times[0] >= 0.4
 
 
 async def test_new_rows_are_filtered_against_seeds_and_each_other(seed_file, tmp_path):
@@ -205,12 +219,16 @@ async def test_switches_to_max_completion_tokens_when_asked(seed_file, tmp_path)
     assert "max_tokens" in sent[0] and "max_completion_tokens" in sent[1] and "max_tokens" not in sent[1]
 
 
-async def test_retries_exhausted_counts_a_failed_request_and_goes_on(seed_file, tmp_path):
+async def test_retries_exhausted_counts_a_failed_request_and_goes_on(seed_file, tmp_path, caplog):
     with FakeOpenAI(script=[error(503)] * 3) as server:
         report = await generate(config(seed_file, tmp_path / "g.jsonl", server.url, num=4, concurrency=1,
                                        max_retries=2))
+        http_requests = len(server.requests)
     assert report.failed_requests == 1 and report.problems["request_failed"] == 1
+    assert report.retries == 2 and http_requests == 4  # 503 three times (the first try and 2 retries), then rows
     assert report.rows_total == 4
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1 and "answered 503 after 2 retries" in failures[0] and "rerun later" in failures[0]
 
 
 async def test_resume_after_a_budget_limited_run(seed_file, tmp_path):

@@ -1,4 +1,5 @@
-"""What a question asks for (model/fit.py): wishes read from kiwipiepy lemmas, and whether an answer's dish fits."""
+"""What a question asks for (model/food/fit.py): wishes read from kiwipiepy lemmas, and whether an answer's dish
+fits."""
 
 from __future__ import annotations
 

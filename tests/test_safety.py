@@ -1,5 +1,5 @@
-"""Food-safety notes (model/safety.py, data/safety_notes.csv): paraphrases match by lemma, look-alikes do not, and the
-conversation service attaches the caution or refuses the premise."""
+"""Food-safety notes (model/food/safety.py, data/safety_notes.csv): paraphrases match by lemma, look-alikes do not,
+and the conversation service attaches the caution or refuses the premise."""
 
 from __future__ import annotations
 

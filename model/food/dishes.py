@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import operator
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -356,14 +355,3 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> DishCatalog:
         raise CatalogError(f"{path}: not UTF-8 ({e}); save the catalog as UTF-8") from None
     return DishCatalog(dishes, source=path)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m model.food.dishes "텍스트" — print the dishes a text names (a quick manual check)."""
-    catalog = DishCatalog.load()
-    for text in argv if argv is not None else sys.argv[1:]:
-        print(text, "->", ", ".join(catalog.names_in(text)) or "(none)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Does an answer give what the question asked for? The wishes a question states that the dish catalog can check.
 
 "매운 거 먹고 싶어" wants 매운; "고기 안 먹는 친구랑" wants 채식; "어제 과음했어" wants 해장; "맥주랑 어울리는 거" wants
-술안주. `wishes_in(question)` reads them from kiwipiepy lemmas (model/morph.py), with negation ("맵지 않은", "안 매운",
+술안주. `wishes_in(question)` reads them from kiwipiepy lemmas (model/food/morph.py), with negation ("맵지 않은", "안 매운",
 "매운 거 못 먹어" → 안매운) and a little context ("시원한 국물" is a hot soup, "시원한 거" something cold).
 
 A dish fits a wish when its catalog tags say so (Wish.fits_any), and never when they say the opposite (Wish.never).
@@ -79,7 +79,6 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
 DRINKS = frozenset({"술", "맥주", "소주", "와인", "막걸리", "하이볼", "위스키", "사케", "생맥주", "치맥", "한잔"})
 HANGOVER_CUES = frozenset({"해장", "숙취", "과음", "다음", "어제", "깨", "쓰리", "전날"})
 HOT_SOUP_CUES = frozenset({"국물", "해장", "국", "탕", "찌개", "국밥", "전골"})
-NIGHT = frozenset({"야식"})
 OPPOSITES = (("매운", "안매운"), ("차가운", "따뜻한"))
 
 

@@ -1,4 +1,4 @@
-"""Korean lemmas from kiwipiepy, shared by the request checks (model/fit.py) and the safety notes (model/safety.py).
+"""Korean lemmas from kiwipiepy, shared by the request checks (fit.py) and the safety notes (safety.py).
 
 Matching words by lemma, not by substring: "매운", "맵고", "맵지 않은" all carry the lemma 맵, while "매운탕" (a dish)
 and "매우" (very) do not; "회" (raw fish) is a lemma in "회 먹어도 돼?" but not inside "회사" or "회식".

@@ -5,7 +5,7 @@ Data: data/safety_notes.csv, written by us, columns `id,kind,all_of,none_of,caut
 - kind: `caution` (the answer carries the text) or `refuse` (the text is the whole answer);
 - all_of: groups separated by `;`, alternatives inside a group by `|`. A note matches when every group has an
   alternative in the question and no `none_of` alternative is there. Alternatives are plain words ("꿀", "돌 전",
-  "마시다"); both sides are compared as kiwipiepy lemmas (model/morph.py), so "아기한테 꿀 줘도 돼?" matches 꿀 + 아기
+  "마시다"); both sides are compared as kiwipiepy lemmas (model/food/morph.py), so "아기한테 꿀 줘도 돼?" matches 꿀 + 아기
   while "꿀떡"/"꿀잼" do not give 꿀, and a negated word ("술 안 마시고 운전해") does not count;
 - avoid: catalog dishes the answer should not name (`category:술` for a whole category); the bot bans them while
   sampling and resamples an answer that still names one.

@@ -30,16 +30,9 @@ _WINDOW = 3
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """The inverse of GPT-2's bytes_to_unicode table, which byte-level BPE vocabularies are written in."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, codes, strict=True)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # ~1 s: only when a tokenizer is in use
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 class TokenBytes:

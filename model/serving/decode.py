@@ -5,7 +5,7 @@
 
 `step` allocates nothing persistent, has no host sync, and reads every input from tensors that live as long as the
 batch, so on CUDA it is captured once per (rows, window, sampling) bucket as a CUDA graph and replayed: the 5.8B
-model's ~1,200 kernel launches per token become one. The scheduler (model/generator.py) copies the chosen ids to
+model's ~1,200 kernel launches per token become one. The scheduler (model/serving/generator.py) copies the chosen ids to
 the host after each step: the only device-to-host copy.
 """
 

@@ -1,7 +1,7 @@
 """The in-process generator: continuous batching, seeded sampling, streaming and hot adapter reload.
 
 All model work runs on one dedicated worker thread, so the event loop never blocks. The worker keeps a fixed set of
-slots (model/decode.py): at each step boundary, waiting requests take free slots (their prompts are prefilled
+slots (model/serving/decode.py): at each step boundary, waiting requests take free slots (their prompts are prefilled
 together), then one decode step gives every busy slot its next token. A request that arrives while a long answer is
 being written gets its first token a step later, not after that answer. A finished or cancelled request frees its
 slot at once. The queue is bounded: when it is full, `stream()` raises `GeneratorBusy` at once.
@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
-from model.loading import LoadedModel, attach_adapter, check_adapter_folder, load_model
+from model.loading import LoadedModel, attach_adapter, check_adapter_folder
 from model.serving.bans import PhraseBan, TokenBytes
 from model.serving.decode import MIN_WINDOW, DecodeBatch, Newcomer, bucket
 from model.serving.sampling import TextTracker
 from model.types import (
+    AdapterError,
     AdapterInfo,
     GenerationRequest,
     GenerationResult,
@@ -123,7 +124,6 @@ class Generator:
         self._controls: collections.deque[_Control] = collections.deque()
         self._closed = False
         self._cv = threading.Condition()
-        self._started = time.time()
         self._vocab_bytes: TokenBytes | None = None  # built with the slots, on the first request
         self._batch: DecodeBatch | None = None
         self._active: dict[int, _Active] = {}  # slot → the request in it
@@ -131,11 +131,6 @@ class Generator:
             self._model.merge_adapter()
         self._worker = threading.Thread(target=self._work, name="mechuri-generator", daemon=True)
         self._worker.start()
-
-    @classmethod
-    def from_pretrained(cls, base: str, *, adapter: str | Path | None = None, quantization: str = "none",
-                        device: str | None = None, **kwargs: Any) -> Generator:
-        return cls(load_model(base, adapter=adapter, quantization=quantization, device=device), **kwargs)
 
     # ----- the async API -----
 
@@ -179,10 +174,6 @@ class Generator:
     @property
     def adapter(self) -> AdapterInfo:
         return self._adapter
-
-    @property
-    def uptime_s(self) -> float:
-        return time.time() - self._started
 
     async def close(self) -> None:
         with self._cv:
@@ -332,8 +323,6 @@ class Generator:
             control.loop.call_soon_threadsafe(_settle, control.future, value, None)
 
     def _swap_adapter(self, path: Path) -> AdapterInfo:
-        from model.types import AdapterError
-
         old = self._peft_name
         new = f"v{self._reloads + 1}"
         if old and self.merge_adapter:

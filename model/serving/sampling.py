@@ -1,7 +1,7 @@
 """Choosing each row's next token on the device, and the text tracker that turns tokens into safe deltas.
 
 `choose()` works on whole tensors with fixed shapes: no host sync, no Python loop over rows, nothing built from
-Python lists. Each row has its own seed and sampling parameters (model.slots.Rows), and its draws come from a
+Python lists. Each row has its own seed and sampling parameters (slots.Rows), and its draws come from a
 counter-based generator keyed by (seed, tokens so far), so a row's tokens depend only on its own seed and logits,
 never on which other requests share its batch. The processing order follows transformers' `generate`: repetition
 penalty, temperature, top-k, top-p (on the mass renormalised after top-k, as there).
@@ -18,13 +18,6 @@ from model.serving.utf8 import Utf8Table
 from model.types import MAX_TOP_K
 
 REPLACEMENT_CHAR = "\ufffd"
-
-
-# A row samples among its most likely tokens only, at most this many: transformers' `generate` does the same (its
-# default top_k is 50), so KoAlpaca's own `generate(do_sample=True, temperature=0.7, top_p=0.9)` never goes past the
-# top 50. A fixed count keeps the step's shapes fixed, and `topk` is far cheaper than sorting the vocabulary (8 ×
-# 30,080 scores: 4 ms against 90 ms on a CPU).
-CANDIDATES = MAX_TOP_K
 
 
 def choose(logits: torch.Tensor, rows: Rows, *, allowed: torch.Tensor, utf8: Utf8Table, eos: int,
@@ -45,7 +38,7 @@ def choose(logits: torch.Tensor, rows: Rows, *, allowed: torch.Tensor, utf8: Utf
     greedy = scores.argmax(dim=-1)
     if not sample:
         return greedy
-    best, ids = scores.topk(min(CANDIDATES, scores.shape[-1]), dim=-1)  # sorted, most likely first
+    best, ids = scores.topk(min(MAX_TOP_K, scores.shape[-1]), dim=-1)  # sorted, most likely first
     rank = torch.arange(best.shape[-1], device=best.device)
     best = (best / rows.temperature.unsqueeze(1)).masked_fill(rank >= rows.top_k.unsqueeze(1), float("-inf"))
     probs = best.softmax(dim=-1)
@@ -97,7 +90,7 @@ class TextTracker:
         if cut >= 0:
             self.stopped = True
             return self.finish(self.text[:cut])
-        # Sampling keeps the bytes valid UTF-8 (model.utf8); a replacement character that still shows up (a
+        # Sampling keeps the bytes valid UTF-8 (utf8.py); a replacement character that still shows up (a
         # tokenizer's own decoding quirk) is dropped rather than shown.
         safe = self.text.replace(REPLACEMENT_CHAR, "").strip()
         safe = safe[: len(safe) - self._stop_prefix_len(safe)].rstrip()

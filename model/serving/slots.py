@@ -67,7 +67,7 @@ class Rows:
     min_new: torch.Tensor  # long: EOS is refused while generated < min_new
     presence: torch.Tensor  # bool [., V]: ids in the prompt or the answer, which the repetition penalty sees
     banned: torch.Tensor  # bool [., V]: phrase bans for the next token, written by the host between steps
-    utf8: torch.Tensor  # long: the row's UTF-8 state (model.utf8)
+    utf8: torch.Tensor  # long: the row's UTF-8 state (utf8.py)
 
 
 ROW_FIELDS = tuple(f.name for f in fields(Rows))
