@@ -75,6 +75,8 @@ class GenerateConfig:
     max_tokens: int = 3000
     request_timeout: float = 120.0
     max_retries: int = 6
+    retry_base_delay: float = 1.0  # the first backoff, doubled at each retry (jittered)
+    retry_max_delay: float = 60.0  # the cap on one backoff, Retry-After included
     max_requests: int | None = None  # a budget for this run; None means enough to reach `num`
     max_idle_rounds: int = 3  # rounds in a row that keep nothing before giving up
     price_in: float | None = None
@@ -162,6 +164,24 @@ def failure_hint(exc: Exception, cfg: GenerateConfig) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _BackoffClient(openai.AsyncOpenAI):
+    """The SDK's client and its retries (which failures, how many, Retry-After honoured), with the waits our flags
+    set: --retry-base-delay doubling at each retry, jittered, and no wait longer than --retry-max-delay (a longer
+    Retry-After is cut to it). The SDK has no public setting for its waits; this is its one seam for them
+    (docs/decisions.md)."""
+
+    def __init__(self, *, base_delay: float, max_delay: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_delay, self.max_delay = base_delay, max_delay
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        retry_after = self._parse_retry_after_header(response_headers)
+        if retry_after is not None and retry_after > 0:
+            return min(retry_after, self.max_delay)
+        attempt = options.get_max_retries(self.max_retries) - remaining_retries
+        return min(self.base_delay * 2 ** min(attempt, 30) * random.uniform(0.5, 1.0), self.max_delay)
+
+
 def open_client(cfg: GenerateConfig, api_key: str, report: GenerateReport) -> openai.AsyncOpenAI:
     """The client, retrying as `cfg` says; every retry it sends is counted in `report.retries`."""
 
@@ -170,8 +190,9 @@ def open_client(cfg: GenerateConfig, api_key: str, report: GenerateReport) -> op
             report.retries += 1
 
     http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_retry]})
-    return openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries,
-                              timeout=cfg.request_timeout, http_client=http)
+    return _BackoffClient(base_url=cfg.base_url, api_key=api_key, max_retries=cfg.max_retries,
+                          timeout=cfg.request_timeout, http_client=http, base_delay=cfg.retry_base_delay,
+                          max_delay=cfg.retry_max_delay)
 
 
 class _Run:

@@ -150,8 +150,10 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     g.add_argument("--max-tokens", type=int, help="completion token limit per request")
     g.add_argument("--timeout", dest="request_timeout", metavar="TIMEOUT", type=float, help="seconds per request")
     g.add_argument("--max-retries", type=int,
-                   help="retries on timeouts, connection errors, 429 and 5xx (the openai client's, which backs "
-                   "off and honours Retry-After)")
+                   help="retries on timeouts, connection errors, 429 and 5xx (the openai client's, which honours "
+                   "Retry-After)")
+    g.add_argument("--retry-base-delay", type=float, help="first backoff in seconds, doubled each retry")
+    g.add_argument("--retry-max-delay", type=float, help="cap on one backoff, Retry-After included")
     g.add_argument("--max-requests", type=int, help="request budget for this run (default: as many as needed)")
     g.add_argument("--price-in", type=float, help="USD per 1M prompt tokens (overrides the built-in table)")
     g.add_argument("--price-out", type=float, help="USD per 1M completion tokens")

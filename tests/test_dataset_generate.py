@@ -158,6 +158,16 @@ async def test_retry_after_is_honoured(seed_file, tmp_path):
     assert times[1] - times[0] >= 0.4
 
 
+async def test_the_backoff_flags_set_the_clients_waits(seed_file, tmp_path):
+    with FakeOpenAI(script=[error(429, retry_after=5), error(500)]) as server:
+        report = await generate(config(seed_file, tmp_path / "g.jsonl", server.url, num=4, concurrency=1,
+                                       retry_base_delay=0.2, retry_max_delay=0.3))
+        times = server.times
+    assert report.retries == 2 and report.rows_total == 4
+    assert times[1] - times[0] < 2  # a Retry-After of 5 s, cut to --retry-max-delay
+    assert times[2] - times[1] >= 0.2  # no Retry-After: base 0.2 s doubled (second retry), jittered by at most half
+
+
 async def test_new_rows_are_filtered_against_seeds_and_each_other(seed_file, tmp_path):
     out = tmp_path / "gen.jsonl"
     dupes = [{"instruction": SEEDS[0][0] + "!", "input": "", "output": "사탕 어때요?"},
