@@ -82,3 +82,16 @@ def fallback(allergens: Sequence[str], *, asked_for_it: bool) -> str:
 def check_ingredients(allergens: Sequence[str]) -> str:
     """Added when the user has allergies and the answer names no dish the catalog knows (so nothing guaranteed)."""
     return f"※ 재료에 알레르기 성분({_join(allergens)})이 들어 있지 않은지 꼭 확인해 주세요."
+
+
+def allergy_switched(name: str, on: bool) -> str:
+    """A /taste edit of an allergy, for a toast or a line."""
+    return f"{name} 알레르기를 {'기억했어요' if on else '지웠어요'}"
+
+
+def diet_switched(label: str, on: bool) -> str:
+    return f"식단: {label} {'켰어요' if on else '껐어요'}"
+
+
+def item_removed(label: str) -> str:
+    return f"{label} 지웠어요"

@@ -114,13 +114,13 @@ async def _apply(desk: TasteDesk, user_id: int, op: str, arg: str) -> tuple[str 
         if now is None:
             return None, None
         name = ALLERGEN_ORDER[int(arg)]
-        return (f"{name} 알레르기를 기억했어요" if now else f"{name} 알레르기를 지웠어요"), "allergy"
+        return taste_replies.allergy_switched(name, now), "allergy"
     if op == "d":
         now = await desk.toggle_diet(user_id, arg)
         if now is None:
             return None, None
-        return (f"식단: {DIETS[arg].label} 켬" if now else f"식단: {DIETS[arg].label} 끔"), "diet"
+        return taste_replies.diet_switched(DIETS[arg].label, now), "diet"
     if op == "x" and arg.isdigit():
         removed = await desk.remove(user_id, int(arg))
-        return (f"{removed.label} 지웠어요" if removed is not None else tg.ITEM_GONE), "main"
+        return (taste_replies.item_removed(removed.label) if removed is not None else tg.ITEM_GONE), "main"
     return None, None

@@ -62,18 +62,18 @@ async def command(service: ConversationService, user_id: int, text: str) -> str:
         done = []
         for name in names:
             now = await desk.toggle_allergy(user_id, ALLERGEN_ORDER.index(name))
-            done.append(f"{name} 알레르기를 {'기억했어요' if now else '지웠어요'}.")
+            done.append(taste_replies.allergy_switched(name, now) + ".")
         return " ".join(done)
     if what in ("식단", "diet") and arg:
         code = DIET_WORDS.get(arg.replace(" ", ""))
         if code is None:
             return f"식단은 이 중에서 골라 주세요: {', '.join(d.label for d in DIETS.values())}"
         now = await desk.toggle_diet(user_id, code)
-        return f"식단: {DIETS[code].label} {'켰어요' if now else '껐어요'}."
+        return taste_replies.diet_switched(DIETS[code].label, now) + "."
     if what in ("지우기", "빼기", "remove") and arg:
         for item_id, item in await desk.store.items(user_id):
             if item.label.replace(" ", "") == arg.replace(" ", "") or item.value == arg:
                 await desk.remove(user_id, item_id)
-                return f"{item.label} 지웠어요."
+                return taste_replies.item_removed(item.label) + "."
         return f"입맛 기록에 '{arg}' 항목이 없어요. /taste 로 기록을 보세요."
     return USAGE
