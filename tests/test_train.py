@@ -78,6 +78,19 @@ def test_labels_cover_the_answer_and_its_eos_only(tokenizer) -> None:
     assert batch["attention_mask"][1].sum() == n and batch["labels"][1, n - 1] == eos  # right padding, EOS kept
 
 
+def test_the_collator_pads_right_and_leaves_the_tokenizer_as_it_was(tokenizer) -> None:
+    """Training pads right (labels after the prompt); the tokenizer is the generator's, which pads left."""
+    ensure_distinct_pad(tokenizer)
+    assert tokenizer.padding_side == "left"
+    batch = answer_collator(tokenizer)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                                        {"input_ids": [5], "labels": [5]}])
+    pad = tokenizer.pad_token_id
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, pad, pad]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [5, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert tokenizer.padding_side == "left" and tokenizer.pad({"input_ids": [[5, 6], [5]]})["input_ids"][1] == [pad, 5]
+
+
 def test_training_prompt_is_the_serving_prompt(tokenizer) -> None:
     """The prompt tokens trained on are the ids the generator feeds for the same question."""
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")

@@ -287,7 +287,7 @@ class Trained:
         return max(self.seconds - self.eval_seconds, 1e-9)
 
 
-def train(trainer: Any, *, evaluates: bool, resume_from: str | None = None) -> Trained:
+def run_trainer(trainer: Any, *, evaluates: bool, resume_from: str | None = None) -> Trained:
     """Train; then evaluate once more when the last evaluation came before the last step, so that the numbers
     reported are those of the adapter that is saved."""
     started = time.perf_counter()

@@ -109,11 +109,11 @@ def train_preferences(config: PrefTrainConfig) -> TrainResult:
     trainable, _ = trainer.model.get_nb_trainable_parameters()
     print(f"{config.method.upper()} on {config.base} ({config.quantization}, {run.device}) · beta {config.beta} · "
           f"start: {config.init_adapter or 'a fresh LoRA'} · reference: {reference} · {trainable:,} trainable")
-    trained = core.train(trainer, evaluates=bool(eval_rows))
+    trained = core.run_trainer(trainer, evaluates=bool(eval_rows))
     core.save_adapter(trainer.model, run, selected_adapters=["default"])  # never the frozen "ref" copy
-    lora = trainer.model.peft_config["default"]
-    lora = {"r": lora.r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout,
-            "target_modules": sorted(lora.target_modules)}
+    adapter = trainer.model.peft_config["default"]
+    lora = {"r": adapter.r, "alpha": adapter.lora_alpha, "dropout": adapter.lora_dropout,
+            "target_modules": sorted(adapter.target_modules)}
     return core.finish(run, metrics(config, run, trainer, trained, reference, lora, (train_report, eval_report)),
                        trained.history, libraries=("trl",))
 

@@ -63,7 +63,7 @@ def train(config: TrainConfig) -> TrainResult:
     print(f"training {config.base} ({config.quantization}, {run.device}) · LoRA {config.lora_targets} r{r} α{alpha} "
           f"dropout {dropout} on {','.join(targets)} · {trainable:,} of {total:,} parameters trainable"
           + (f" · resuming from {run.resume_from}" if run.resume_from else ""))
-    trained = core.train(trainer, evaluates=bool(eval_examples), resume_from=run.resume_from)
+    trained = core.run_trainer(trainer, evaluates=bool(eval_examples), resume_from=run.resume_from)
     core.save_adapter(model, run)
     lora = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": targets}
     return core.finish(run, metrics(run, trainer, trained, lora, (train_report, eval_report)), trained.history)
