@@ -5,13 +5,13 @@ Three kinds of numbers, for each model compared (adapter vs base, two adapters, 
 - generation checks: each held-out question goes through the real serving path (`build_prompt` → `Generator`) with a
   fixed seed per question, and the answers are checked for ending their turn (EOS, or the "###" stop text), length,
   Hangul, naming a catalog dish, and repeating themselves;
-- what a reader sees (model/eval/reader.py, model/food/fit.py): answers with a broken character `�`, answers whose dish fits
-  what the question asked for (when it asks for something the catalog can check: 매운, 해장, 채식, …), and answers
-  that use only words of the training text (a word-salad proxy; needs a corpus). With `--retry`, each question also
-  gets a "다른 거" answer (the first answer's dishes turned down, as the bot's prompt and phrase ban do it), counted
+- what a reader sees (model/eval/reader.py, model/food/fit.py): answers with a broken character `�`, answers whose
+  dish fits what the question asked for (when it asks for something the catalog can check: 매운, 해장, 채식, …), and
+  answers that use only words of the training text (a word-salad proxy; needs a corpus). With `--retry`, each question
+  also gets a "다른 거" answer (the first answer's dishes turned down, as the bot's prompt and phrase ban do it), counted
   apart from the first answers.
 
-This is the model alone: the bot's answer-time resampling (bot/conversation.py) is not applied here.
+This is the model alone: the bot's answer-time resampling (bot/service/conversation.py) is not applied here.
 """
 
 from __future__ import annotations
