@@ -5,7 +5,7 @@ NF4, LoRA r 8 / alpha 32 / dropout 0.05 on query_key_value, `model.gradient_chec
 `prepare_model_for_kbit_training(model)` (which turns gradient checkpointing on by default), `pad_token = eos_token`,
 `DataCollatorForLanguageModeling(mlm=False)`, batches drawn at random, fp16 autocast on a GPU.
 
-Ours (`model.train.train`): the same 4-bit base and the same LoRA size, plus answer-only labels with a distinct pad
+Ours (`model.training.sft.train`): the same 4-bit base and the same LoRA size, plus answer-only labels with a distinct pad
 (a quality fix, not a speed one), gradient checkpointing off (recomputing activations costs ~a third of the step;
 QLoRA at batch 8 fits an 80 GB GPU without it), batches grouped by length (less compute spent on padding), bf16
 autocast on a GPU. The ablation rows switch one of those back, so each one's share is visible.
@@ -45,7 +45,7 @@ from bench.common import (
 
 HEADING = "## Training throughput"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "mechuri_starter.jsonl"
-# name → (description, settings). "reference" is the 2024 recipe; the rest go through model.train.train.
+# name → (description, settings). "reference" is the 2024 recipe; the rest go through model.training.sft.train.
 RECIPES: dict[str, tuple[str, dict]] = {
     "reference": ("reference: pad=eos, LM collator, grad ckpt, random batches", {}),
     "ours": ("ours: answer-only + EOS, no grad ckpt, length-grouped", {}),
@@ -92,7 +92,7 @@ def run_reference(base: str, data: str, out: Path, steps: int, batch_size: int) 
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
     from model.loading import quantization_config
-    from model.training.sft import measured_trainer_class, peak_memory, reset_peak_memory
+    from model.training.core import measured_trainer_class, peak_memory, reset_peak_memory
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -127,7 +127,8 @@ def run_reference(base: str, data: str, out: Path, steps: int, batch_size: int) 
 
 
 def run_ours(base: str, data: str, out: Path, steps: int, batch_size: int, settings: dict) -> dict:
-    from model.training.sft import TrainConfig, train
+    from model.training.config import TrainConfig
+    from model.training.sft import train
 
     config = TrainConfig(data=str(data), base=str(base), out=str(out), max_steps=steps, batch_size=batch_size,
                          quantization=settings.get("quantization", "4bit"), lora_targets="qkv",

@@ -10,6 +10,11 @@ from mechuri.model_commands import DEFAULT_BASE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    add_train(subparsers)
+    add_eval(subparsers)
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train", help="fine-tune a KoAlpaca base with (Q)LoRA: SFT on Alpaca JSONL, or DPO/KTO on user feedback",
         description="--method sft (default): supervised fine-tuning with LoRA on Alpaca rows (instruction, input, "
@@ -34,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, type=Path, help="adapter folder to write, e.g. adapters/NAME")
     train.add_argument("--eval-data", default=None,
                        help="held-out rows in the --data format: eval loss (and reward accuracy) during and after")
+    add_schedule_options(train)
+    add_model_options(train)
+    add_run_options(train)
+    train.set_defaults(func=cmd_train)
+
+
+def add_schedule_options(train: argparse.ArgumentParser) -> None:
+    """How long, how fast and how often: steps, batches, learning rate, logging, evaluation, checkpoints."""
     length = train.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, default=None, help="optimizer steps to train")
     length.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3)")
@@ -45,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--logging-steps", type=int, default=10)
     train.add_argument("--eval-steps", type=int, default=None, help="default: 5 × --logging-steps")
     train.add_argument("--save-steps", type=int, default=200, help="checkpoint interval (one is also saved at the end)")
+
+
+def add_model_options(train: argparse.ArgumentParser) -> None:
+    """What is trained, and how it sits in memory: LoRA, quantization, checkpointing, lengths, optimizer."""
     train.add_argument("--lora-targets", choices=("qkv", "all-linear"), default="qkv",
                        help="qkv: r 8, alpha 32, dropout 0.05 on query_key_value (the common KoAlpaca recipe); "
                             "all-linear: r 64, alpha 16, dropout 0.1 on every linear layer (the QLoRA paper)")
@@ -60,14 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="shuffle freely instead of batching rows of similar length (more padding)")
     train.add_argument("--max-length", type=int, default=1024, help="rows longer than this (in tokens) are dropped")
     train.add_argument("--optim", default=None, help="default: paged_adamw_8bit on CUDA, adamw_torch on CPU")
+
+
+def add_run_options(train: argparse.ArgumentParser) -> None:
+    """Seed, resume or overwrite, device, progress bar."""
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                        help="continue from a checkpoint folder, or the latest one in OUT/checkpoints")
     train.add_argument("--overwrite", action="store_true", help="replace an adapter already in --out")
     train.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when present)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    train.set_defaults(func=cmd_train)
 
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser(
         "eval", help="eval loss, perplexity and generation checks on held-out rows",
         description="Evaluate an adapter on held-out Alpaca rows: answer-only loss and perplexity, then generation "
@@ -108,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from model.types import ModelError
 
     if args.method == "sft":
-        from model.training.sft import TrainConfig, train
+        from model.training.config import TrainConfig
+        from model.training.sft import train
 
         if args.init_adapter:
             print("error: --init-adapter is for --method dpo or kto: SFT starts a fresh LoRA on --base",
@@ -116,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 2
         make, run, extra = TrainConfig, train, {"lr": 1e-4 if args.lr is None else args.lr}
     else:
-        from model.training.preference import DEFAULT_PREF_LR, PrefTrainConfig, train_preferences
+        from model.training.config import DEFAULT_PREF_LR, PrefTrainConfig
+        from model.training.preference import train_preferences
 
         make, run = PrefTrainConfig, train_preferences
         extra = {"lr": DEFAULT_PREF_LR if args.lr is None else args.lr, "method": args.method,

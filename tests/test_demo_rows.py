@@ -55,3 +55,16 @@ def test_thread_picker_keeps_the_faster_choice() -> None:
     assert picker.history == [1, 1] and picker.for_step(10) == 1
     assert [picker.for_step(s) for s in range(40, 46)] == [1, 1, 1, 2, 2, 2]  # the next probe tries both again
     assert ThreadPicker(1).for_step(0) == 1
+
+
+def test_the_cache_key_reads_files_that_exist(tmp_path: Path) -> None:
+    """cache_key skips a missing file silently, so a moved file would stop keying the cache: every file is there,
+    and a change to one of them changes the key."""
+    from model.demo.build import DATA_FILES, KEY_FILES, QUICK_RECIPE, cache_key
+
+    assert all(path.is_file() for path in (*DATA_FILES, *KEY_FILES))
+    rows = tmp_path / "rows.py"
+    rows.write_text(KEY_FILES[1].read_text(encoding="utf-8"), encoding="utf-8")
+    before = cache_key(QUICK_RECIPE, (*DATA_FILES, rows))
+    rows.write_text(rows.read_text(encoding="utf-8") + "# changed\n", encoding="utf-8")
+    assert cache_key(QUICK_RECIPE, (*DATA_FILES, rows)) != before

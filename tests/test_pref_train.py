@@ -201,7 +201,8 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from model.training.preference import PrefTrainConfig, train_preferences
+    from model.training.config import PrefTrainConfig
+    from model.training.preference import train_preferences
 
     result = train_preferences(PrefTrainConfig(
         data=str(files["kto"]), base=str(tiny_model_dir), out=str(tmp_path / "kto"), method="kto", max_steps=4,
@@ -218,7 +219,8 @@ def test_kto_from_the_base(tiny_model_dir, files, tmp_path) -> None:
 
 
 def test_sft_weight_adds_the_chosen_answers_loss(tiny_model_dir, files, tmp_path) -> None:
-    from model.training.preference import PrefTrainConfig, train_preferences
+    from model.training.config import PrefTrainConfig
+    from model.training.preference import train_preferences
 
     def first_loss(name: str, **extra) -> float:
         result = train_preferences(PrefTrainConfig(
@@ -241,7 +243,8 @@ def test_dpo_4bit_on_cpu_with_evaluation(polyglot_model_dir, files, tmp_path) ->
     """QLoRA's layout on a CPU (keep_4bit_layout), an evaluation between training steps, and an adapter that loads."""
     from model.demo.tiny import make_tiny_adapter
     from model.loading import load_model
-    from model.training.preference import PrefTrainConfig, train_preferences
+    from model.training.config import PrefTrainConfig
+    from model.training.preference import train_preferences
 
     init = make_tiny_adapter(polyglot_model_dir, tmp_path / "init", seed=3)
     result = train_preferences(PrefTrainConfig(
@@ -265,18 +268,18 @@ def test_scores_have_the_known_answer(tiny_model_dir, tmp_path) -> None:
     rows = [{"prompt": build_prompt([], q, context=c or None).text, "chosen": a, "rejected": a[::-1]}
             for q, c, a in TINY_QA]
     loaded = load_model(str(tiny_model_dir))
-    pad = loaded.pad_token_id
+    tokenizer = loaded.tokenizer
     tok = dict(eos_id=loaded.eos_token_id, max_length=512)
     pairs, _, note = load_pairs(str(write(tmp_path / "p.jsonl", rows)), loaded.tokenizer, **tok)
-    scores = score_model(loaded.model, pairs, pad, beta=0.1)
+    scores = score_model(loaded.model, pairs, tokenizer, beta=0.1)
     assert note == "DPO pairs" and scores.accuracy == 1.0 and scores.margin > 5 and scores.reward_accuracy is None
     swapped = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
     flipped, _, _ = load_pairs(str(write(tmp_path / "s.jsonl", swapped)), loaded.tokenizer, **tok)
-    back = score_model(loaded.model, flipped, pad, beta=0.1)
+    back = score_model(loaded.model, flipped, tokenizer, beta=0.1)
     assert back.accuracy == 0.0 and back.margin == pytest.approx(-scores.margin, rel=1e-4)
 
     zero = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["query_key_value"]))  # B = 0
-    same = score_model(zero, pairs, pad, beta=0.1)
+    same = score_model(zero, pairs, tokenizer, beta=0.1)
     assert same.accuracy == 1.0 and same.reward_margin == pytest.approx(0.0, abs=1e-4) and same.reward_accuracy < 1
 
     # KTO rows that share a prompt become pairs; rows without a partner cannot.

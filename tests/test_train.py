@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from model import GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
-from model.training.sft import TrainConfig, train
+from model.training.config import TrainConfig
+from model.training.sft import train
 from model.training.sft_data import (
     IGNORE_INDEX,
     AlpacaRow,
-    AnswerOnlyCollator,
     DataReport,
+    answer_collator,
     ensure_distinct_pad,
     read_alpaca_jsonl,
     tokenize_row,
@@ -71,10 +72,23 @@ def test_labels_cover_the_answer_and_its_eos_only(tokenizer) -> None:
     pad = ensure_distinct_pad(tokenizer)
     assert pad != eos
     short = tokenize_row(tokenizer, AlpacaRow("해장", "", "국밥", line=2), eos)
-    batch = AnswerOnlyCollator(pad)([example.as_features(), short.as_features()])
+    batch = answer_collator(tokenizer)([example.as_features(), short.as_features()])
     n = len(short.input_ids)
     assert batch["input_ids"][1, n:].eq(pad).all() and batch["labels"][1, n:].eq(IGNORE_INDEX).all()
     assert batch["attention_mask"][1].sum() == n and batch["labels"][1, n - 1] == eos  # right padding, EOS kept
+
+
+def test_the_collator_pads_right_and_leaves_the_tokenizer_as_it_was(tokenizer) -> None:
+    """Training pads right (labels after the prompt); the tokenizer is the generator's, which pads left."""
+    ensure_distinct_pad(tokenizer)
+    assert tokenizer.padding_side == "left"
+    batch = answer_collator(tokenizer)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                                        {"input_ids": [5], "labels": [5]}])
+    pad = tokenizer.pad_token_id
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, pad, pad]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [5, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert tokenizer.padding_side == "left" and tokenizer.pad({"input_ids": [[5, 6], [5]]})["input_ids"][1] == [pad, 5]
 
 
 def test_training_prompt_is_the_serving_prompt(tokenizer) -> None:
@@ -168,11 +182,11 @@ def test_train_30_steps(quantization, any_model_dir, rows_file, tmp_path, capsys
     assert loaded.adapter.name == out.name
     assert metrics["eval_loss"] == metrics["eval_loss_curve"][-1][1]  # the curve's last point is the final number
     if quantization == "none":  # and it is the number `mechuri eval` computes for this adapter
-        from model.eval.evaluate import answer_loss
+        from model.training.scores import answer_loss
         from model.training.sft_data import load_examples
 
         examples, _ = load_examples(rows_file, loaded.tokenizer, eos_id=loaded.eos_token_id, max_length=1024)
-        assert answer_loss(loaded.model, examples, loaded.pad_token_id) == pytest.approx(metrics["eval_loss"], 1e-5)
+        assert answer_loss(loaded.model, examples, loaded.tokenizer) == pytest.approx(metrics["eval_loss"], 1e-5)
 
 
 def test_4bit_training_with_evaluation_works_on_every_cpu(monkeypatch, tiny_model_dir, rows_file, tmp_path) -> None:

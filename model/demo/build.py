@@ -5,10 +5,10 @@ model that answers in the bot's voice, and caches it under the user's cache fold
 the recipe changes: the cache key is a hash of both.
 
 Besides the Alpaca rows themselves it trains on three kinds of rows made from them and from the dish catalog:
-- rows made from the catalog's tags (model/demo_rows.py): a question that asks for something the catalog can check
+- rows made from the catalog's tags (model/demo/rows.py): a question that asks for something the catalog can check
   (매운, 해장, 채식, …) and an answer that names a dish that fits it, so the model learns what a question asks for;
 - "다른 거" rows: the same question, the dishes of one answer as turned down (in the exact words the bot's prompt uses),
-  and another answer to a question with the same wishes (model/fit.py) as the target, so a retry moves to a different
+  and another answer to a question with the same wishes (model/food/fit.py) as the target, so a retry moves to a different
   dish and stays on the topic;
 - two-turn conversations, so the history that the bot puts in front of a question is not new to the model.
 
@@ -25,11 +25,18 @@ import math
 import random
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from model.demo.rows import dish_pools, tag_rows
+from model.demo.tiny import tiny_config, train_tokenizer
+from model.eval.reader import TRAINING_WORDS, words
+from model.food.dishes import DishCatalog
+from model.food.fit import wishes_in
 from model.prompt import END_OF_TEXT, PromptTurn, build_prompt, format_example
+from model.training.sft_data import IGNORE_INDEX, answer_collator
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +137,6 @@ def is_built(path: Path) -> bool:
 
 def training_pairs(rows: list[dict[str, str]], recipe: DemoRecipe, catalog: Any) -> list[tuple[str, str]]:
     """(prompt, answer) pairs; the loss covers the answer (and its EOS) only."""
-    from collections import Counter
-
-    from model.demo.rows import dish_pools, tag_rows
-    from model.food.fit import wishes_in
-
     rng = random.Random(recipe.seed)
     pairs = [format_example(r["instruction"], r["input"], r["output"]) for r in rows]
     # "다른 거" on a row is answered by another row that asks for the same things, so a retry keeps the topic.
@@ -228,111 +230,119 @@ def build_demo_model(
     out = out_dir or demo_dir(recipe, cache_root)
     if is_built(out):
         return out
-    import torch
-    from tqdm.auto import tqdm
     from transformers import GPTNeoXForCausalLM, set_seed
-
-    from model.demo.tiny import tiny_config, train_tokenizer
-    from model.food.dishes import DishCatalog
 
     started = time.perf_counter()
     set_seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
     rows = read_rows()
     catalog = DishCatalog.load()
     pairs = training_pairs(rows, recipe, catalog)
     tokenizer = train_tokenizer([p + a for p, a in pairs] + [dish.name for dish in catalog],
                                 vocab_size=recipe.vocab_size)
+    features = encode_pairs(tokenizer, pairs, recipe.max_length)
+    config = tiny_config(-(-len(tokenizer) // 64) * 64, hidden=recipe.hidden, layers=recipe.layers,
+                         heads=recipe.heads, max_positions=recipe.max_positions)
+    model = GPTNeoXForCausalLM(config)
+    fit = fit_demo(model, tokenizer, features, recipe, progress)
+    card = {
+        "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION, "cache_key": out.name,
+        "rows": len(rows), "training_sequences": len(pairs), "steps_done": fit.steps_done,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "final_loss": sum(fit.losses[-20:]) / max(len(fit.losses[-20:]), 1),
+        "build_seconds": time.perf_counter() - started,
+        "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
+        "sampling": DEMO_SAMPLING, "threads_chosen": fit.threads_chosen,
+        "seconds_per_step": fit.seconds / max(fit.steps_done, 1),
+    }
+    save_demo(out, model, tokenizer, pairs, card)
+    log.info("demo model built in %.0f s: %s", card["build_seconds"], out)
+    return out
+
+
+def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids and answer-only labels (the answer and its EOS), as the collator takes them."""
     eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
-    sequences: list[list[int]] = []
-    answer_starts: list[int] = []
+    features = []
     for prompt, answer in pairs:
         prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
         answer_ids = [*tokenizer.encode(answer, add_special_tokens=False), eos]
         # Keep the answer whole (it carries the EOS the model must learn); cut the oldest prompt tokens if needed.
-        prompt_ids = prompt_ids[-max(recipe.max_length - len(answer_ids), 8):]
-        sequences.append(prompt_ids + answer_ids)
-        answer_starts.append(len(prompt_ids))
-    vocab = -(-len(tokenizer) // 64) * 64
-    config = tiny_config(vocab, hidden=recipe.hidden, layers=recipe.layers, heads=recipe.heads,
-                         max_positions=recipe.max_positions)
-    model = GPTNeoXForCausalLM(config)
+        prompt_ids = prompt_ids[-max(max_length - len(answer_ids), 8):]
+        features.append({"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids})
+    return features
+
+
+def demo_lr(recipe: DemoRecipe, step: int, elapsed: float) -> float:
+    """Linear warm-up, then a cosine down to a tenth, following whichever runs out first: steps or time."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    done = max((step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1), elapsed / (recipe.max_minutes * 60))
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
+
+
+@dataclass
+class DemoFit:
+    losses: list[float]
+    steps_done: int
+    threads_chosen: list[int]
+    seconds: float
+
+
+def fit_demo(model: Any, tokenizer: Any, features: list[dict[str, list[int]]], recipe: DemoRecipe,
+             progress: bool) -> DemoFit:
+    """Train from scratch within the recipe's steps and minutes, on length-grouped batches."""
+    import torch
+    from tqdm.auto import tqdm
+
+    collate = answer_collator(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                                   betas=(0.9, 0.95))
-
-    budget_s = recipe.max_minutes * 60
-
-    def lr_at(step: int, elapsed: float) -> float:
-        if step < recipe.warmup:
-            return recipe.lr * (step + 1) / recipe.warmup
-        done = max((step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1), elapsed / budget_s)
-        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
-
-    batches = length_grouped_batches([len(s) for s in sequences], recipe.batch_size, recipe.steps, recipe.seed)
+    batches = length_grouped_batches([len(f["input_ids"]) for f in features], recipe.batch_size, recipe.steps,
+                                     recipe.seed)
     model.train()
     # disable=None: a bar on a terminal, nothing in a log file (where every update would be a new line).
     bar = tqdm(range(recipe.steps), desc="메추리 데모 모델 학습", unit="step", disable=None if progress else True,
                leave=False)
     losses: list[float] = []
     threads = ThreadPicker(torch.get_num_threads())
-    train_started = time.perf_counter()
-    steps_done = 0
+    started = time.perf_counter()
     for step in bar:
         step_started = time.perf_counter()
         torch.set_num_threads(threads.for_step(step))
-        elapsed = step_started - train_started
-        if elapsed > budget_s:
+        elapsed = step_started - started
+        if elapsed > recipe.max_minutes * 60:
             log.warning("demo training stopped at step %d of %d: the %.0f-minute budget is spent", step,
                         recipe.steps, recipe.max_minutes)
             break
-        batch = batches[step]
-        width = max(len(sequences[i]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100)
-        for row, i in enumerate(batch):
-            seq = torch.tensor(sequences[i])
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-            labels[row, answer_starts[i]: len(seq)] = seq[answer_starts[i]:]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, elapsed)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            group["lr"] = demo_lr(recipe, step, elapsed)
+        loss = model(**collate([features[i] for i in batches[step]])).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         threads.record(step, time.perf_counter() - step_started)
-        steps_done = step + 1
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     bar.close()
     torch.set_num_threads(threads.most)
     model.eval()
+    return DemoFit(losses, len(losses), threads.history, time.perf_counter() - started)
 
+
+def save_demo(out: Path, model: Any, tokenizer: Any, pairs: list[tuple[str, str]], card: dict[str, Any]) -> None:
+    """The model folder, its training words (for `mechuri eval`) and demo.json, written aside and then renamed."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    from model.eval.reader import TRAINING_WORDS, words
-
     trained = sorted({w for prompt, answer in pairs for w in words(prompt + " " + answer)})
     (tmp / TRAINING_WORDS).write_text("\n".join(trained) + "\n", encoding="utf-8")
-    card = {
-        "recipe": asdict(recipe), "recipe_version": RECIPE_VERSION, "cache_key": out.name,
-        "rows": len(rows), "training_sequences": len(pairs), "steps_done": steps_done, "parameters": sum(p.numel() for p in model.parameters()),
-        "final_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1), "build_seconds": time.perf_counter() - started,
-        "data_files": [str(p.relative_to(REPO_ROOT)) for p in DATA_FILES if p.exists()],
-        "sampling": DEMO_SAMPLING, "threads_chosen": threads.history,
-        "seconds_per_step": (time.perf_counter() - train_started) / max(steps_done, 1),
-    }
     (tmp / "demo.json").write_text(json.dumps(card, ensure_ascii=False, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    log.info("demo model built in %.0f s: %s", card["build_seconds"], out)
-    return out
 
 
 def demo_info(path: Path) -> dict:

@@ -3,7 +3,7 @@ asks for: "매운 거 먹고 싶어" → a dish tagged 매운, and "다른 거" 
 
 A question is put together from a wish phrase (several wordings per wish, negations included: "맵지 않은", "고기 안
 먹는"), an optional everyday prefix that carries no wish ("퇴근하고", "친구랑") and an ending ("추천해 줘", "뭐 있어?").
-The answer opens with words that repeat the wish ("매운 게 당기면"), names one dish that fits it (model/fit.py), and
+The answer opens with words that repeat the wish ("매운 게 당기면"), names one dish that fits it (model/food/fit.py), and
 gives a short reason. Every phrase here was written for these rows; none is copied from the held-out questions in
 data/demo_eval_questions.jsonl, and tests/test_demo_rows.py checks that no generated question is one of them.
 """
@@ -185,7 +185,7 @@ def dish_pools(catalog: Sequence, familiar: Mapping[str, int], size: int) -> dic
 def tag_rows(catalog: Sequence, rng: random.Random, per_wish: int, retries_per_wish: int,
              pools: Mapping[str, Sequence[str]] | None = None) -> list[TagRow]:
     """`per_wish` first answers and `retries_per_wish` "다른 거" answers for every wish, each naming a dish of the wish's
-    pool (every fitting dish without `pools`) that fits everything the generated question asks for, as model/fit.py
+    pool (every fitting dish without `pools`) that fits everything the generated question asks for, as model/food/fit.py
     reads it ("뜨끈한 국물" asks for 따뜻한 and 국물)."""
     by_name = {d.name: d for d in catalog}
     rows: list[TagRow] = []

@@ -5,13 +5,13 @@ Three kinds of numbers, for each model compared (adapter vs base, two adapters, 
 - generation checks: each held-out question goes through the real serving path (`build_prompt` → `Generator`) with a
   fixed seed per question, and the answers are checked for ending their turn (EOS, or the "###" stop text), length,
   Hangul, naming a catalog dish, and repeating themselves;
-- what a reader sees (model/reader.py, model/fit.py): answers with a broken character `�`, answers whose dish fits
-  what the question asked for (when it asks for something the catalog can check: 매운, 해장, 채식, …), and answers
-  that use only words of the training text (a word-salad proxy; needs a corpus). With `--retry`, each question also
-  gets a "다른 거" answer (the first answer's dishes turned down, as the bot's prompt and phrase ban do it), counted
+- what a reader sees (model/eval/reader.py, model/food/fit.py): answers with a broken character `�`, answers whose
+  dish fits what the question asked for (when it asks for something the catalog can check: 매운, 해장, 채식, …), and
+  answers that use only words of the training text (a word-salad proxy; needs a corpus). With `--retry`, each question
+  also gets a "다른 거" answer (the first answer's dishes turned down, as the bot's prompt and phrase ban do it), counted
   apart from the first answers.
 
-This is the model alone: the bot's answer-time resampling (bot/conversation.py) is not applied here.
+This is the model alone: the bot's answer-time resampling (bot/service/conversation.py) is not applied here.
 """
 
 from __future__ import annotations
@@ -27,8 +27,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.eval.preference import relative_to, score_prefs, table_rows
 from model.eval.reader import corpus_words, is_broken, model_corpus, unknown_words
-from model.training.sft_data import AlpacaRow, AnswerOnlyCollator, DataReport, Example, read_alpaca_jsonl, tokenize_rows
+from model.food.dishes import DishCatalog
+from model.food.fit import answer_fits, wishes_in
+from model.loading import load_model
+from model.prompt import build_prompt
+from model.training.scores import answer_loss
+from model.training.sft_data import AlpacaRow, DataError, DataReport, read_alpaca_jsonl, tokenize_rows
+from model.types import GenerationRequest
 
 _SENTENCE_SPLIT = re.compile(r"[.!?。…\n]+")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -55,7 +62,7 @@ class EvalConfig:
     compare_model: str | None = None  # a second base model (e.g. an older demo), side by side
     retry: bool = False  # also a "다른 거" answer per question
     corpus: list[str] | None = None  # training files for the word-salad proxy (default: the model's own, if any)
-    prefs: str | None = None  # held-out preference pairs (model/preference_eval.py)
+    prefs: str | None = None  # held-out preference pairs (model/eval/preference.py)
     beta: float = 0.1  # for the DPO implicit reward of --prefs
 
 
@@ -110,32 +117,7 @@ class ModelReport:
     first: ReaderStats | None = None
     retry: ReaderStats | None = None
     checks: list[AnswerCheck] = field(default_factory=list)
-    prefs: Any = None  # model.preference_eval.PrefScores with --prefs
-
-
-def answer_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8) -> float | None:
-    """Token-weighted mean cross-entropy over the labelled (answer + EOS) tokens."""
-    import torch
-    import torch.nn.functional as F
-
-    if not examples:
-        return None
-    collate = AnswerOnlyCollator(pad_id)
-    device = next(p for p in model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = collate([e.as_features() for e in examples[start:start + batch_size]])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
-                                     reduction="sum").item()
-            count += int((labels != -100).sum())
-    model.train(was_training)
-    return total / count if count else None
+    prefs: Any = None  # model.eval.preference.PrefScores with --prefs
 
 
 def hangul_counts(text: str) -> tuple[int, int]:
@@ -157,10 +139,8 @@ def repeats_sentence(text: str) -> bool:
 
 def load_catalog() -> Any:
     try:
-        from model.food.dishes import DishCatalog
-
         return DishCatalog.load()
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
 
 
@@ -188,10 +168,6 @@ async def _generate_all(generator: Any, requests: list[Any]) -> list[Any]:
 async def generation_checks(generator: Any, rows: Sequence[AlpacaRow], config: EvalConfig, catalog: Any,
                             wishes: dict[int, list[str]] | None = None,
                             known: frozenset[str] | None = None) -> list[AnswerCheck]:
-    from model.food.fit import wishes_in
-    from model.prompt import build_prompt
-    from model.types import GenerationRequest
-
     def request(row: AlpacaRow, seed: int, turned_down: Sequence[str] = ()) -> Any:
         built = build_prompt([], row.instruction, context=row.input or None, excluded_dishes=turned_down,
                              tokenizer=generator.tokenizer, budget=generator.max_context - config.max_new_tokens)
@@ -200,7 +176,7 @@ async def generation_checks(generator: Any, rows: Sequence[AlpacaRow], config: E
             prompt=built.text, seed=seed, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
             top_p=config.top_p, repetition_penalty=config.repetition_penalty, avoid=avoid)
 
-    # The file's own "wishes" when it states them, else what model/fit.py reads in the question.
+    # The file's own "wishes" when it states them, else what model/food/fit.py reads in the question.
     stated = wishes or {}
     asked = [stated[row.line] if row.line in stated else list(wishes_in(row.instruction)) for row in rows]
 
@@ -208,8 +184,6 @@ async def generation_checks(generator: Any, rows: Sequence[AlpacaRow], config: E
         dishes = catalog.names_in(res.text) if catalog is not None else None
         fits = None
         if wanted and catalog is not None:
-            from model.food.fit import answer_fits
-
             fits = bool(answer_fits(catalog, res.text, wanted))
         return AnswerCheck(
             question=row.instruction, answer=res.text, seed=res.seed, finish_reason=res.finish_reason,
@@ -266,8 +240,7 @@ def summarise(label: str, adapter: str | None, version: str, loss: float | None,
 
 def evaluate_model(config: EvalConfig, adapter: str | None, label: str, rows: Sequence[AlpacaRow],
                    report: DataReport, catalog: Any, base: str | None = None) -> ModelReport:
-    from model.loading import load_model
-    from model.serving.generator import Generator
+    from model.serving.generator import Generator  # torch
 
     base = base or config.base
     known = corpus_words(config.corpus) if config.corpus else model_corpus(base)
@@ -275,11 +248,9 @@ def evaluate_model(config: EvalConfig, adapter: str | None, label: str, rows: Se
     loaded = load_model(base, adapter=adapter, quantization=config.quantization, device=config.device)
     # A fresh report per model: the same rows are dropped each time, so only the first one is kept for display.
     examples = tokenize_rows(loaded.tokenizer, rows, report, eos_id=loaded.eos_token_id, max_length=config.max_length)
-    loss = answer_loss(loaded.model, examples, loaded.pad_token_id, config.batch_size)
+    loss = answer_loss(loaded.model, examples, loaded.tokenizer, config.batch_size)
     prefs = None
     if config.prefs:
-        from model.eval.preference import score_prefs
-
         prefs = score_prefs(loaded, config.prefs, beta=config.beta, batch_size=config.batch_size,
                             max_length=config.max_length)
 
@@ -311,8 +282,6 @@ def run_eval(config: EvalConfig) -> tuple[list[ModelReport], DataReport]:
     if config.limit is not None:
         rows = rows[: config.limit]
     if not rows:
-        from model.training.sft_data import DataError
-
         raise DataError(f"{config.data} holds no usable rows: each line must be a JSON object with non-empty "
                         "\"instruction\" and \"output\"")
     catalog = load_catalog()
@@ -330,8 +299,6 @@ def run_eval(config: EvalConfig) -> tuple[list[ModelReport], DataReport]:
         scratch = report if i == 0 else DataReport(path=report.path)
         reports.append(evaluate_model(config, adapter, label, rows, scratch, catalog, base))
     if len(reports) == 2 and reports[0].prefs is not None:  # A with the "before" side B as the DPO reference
-        from model.eval.preference import relative_to
-
         relative_to(reports[0].prefs, reports[1].prefs, reports[1].label.split(":")[0])
     if config.json_out:
         write_json(Path(config.json_out), config, reports, report)
@@ -369,8 +336,6 @@ def format_table(reports: Sequence[ModelReport]) -> str:
         ("names a catalog dish", [pct(r.dish_share) for r in reports]),
         ("repeats a sentence", [pct(r.repeat_share) for r in reports]),
     ]
-    from model.eval.preference import table_rows
-
     rows += table_rows(reports)
     for kind, title in (("first", "first answers"), ("retry", "다른 거 answers")):
         stats = [getattr(r, kind) for r in reports]

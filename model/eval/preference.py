@@ -1,7 +1,7 @@
 """`mechuri eval --prefs`: does a model prefer the answers users kept over the ones they turned down?
 
 For each held-out pair (prompt, chosen, rejected) we sum log π(answer + EOS | prompt) over the answer tokens, tokenized
-as preference training does (model/pref_data.py), and report three views per model:
+as preference training does (model/training/preference_data.py), and report three views per model:
 - own log-probs: the share of pairs where log π(chosen) > log π(rejected), and the mean of that difference. Needs no
   reference, so it is defined for every column, the bare base included: "which answer would this model rather say?";
 - the DPO implicit reward against the bare base: r(y) = β·(log π(y) − log π_base(y)); accuracy is the share of pairs
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.training.sft_data import IGNORE_INDEX, AnswerOnlyCollator, DataError, DataReport
+from model.training.preference_data import pairs_from_kto, read_prefs, tokenize_prefs
+from model.training.scores import labelled_logps
+from model.training.sft_data import IGNORE_INDEX, DataError, DataReport
 
 
 @dataclass
@@ -43,8 +45,6 @@ class PrefScores:
 def load_pairs(path: str, tokenizer: Any, *, eos_id: int, max_length: int) -> tuple[list[dict[str, Any]], DataReport,
                                                                                    str]:
     """Tokenized pairs from a DPO file, or from a KTO file's rows that share a prompt. Returns a note on the source."""
-    from model.training.preference_data import pairs_from_kto, read_prefs, tokenize_prefs
-
     try:
         rows, report = read_prefs(path, "dpo")
         note = "DPO pairs"
@@ -64,30 +64,15 @@ def load_pairs(path: str, tokenizer: Any, *, eos_id: int, max_length: int) -> tu
     return pairs, report, note
 
 
-def completion_logps(model: Any, pairs: Sequence[dict[str, Any]], pad_id: int,
+def completion_logps(model: Any, pairs: Sequence[dict[str, Any]], tokenizer: Any,
                      batch_size: int = 8) -> tuple[list[float], list[float]]:
     """Summed log-probs of the chosen and of the rejected answer (EOS included) given the prompt, per pair."""
-    import torch
-
     features = []
     for pair in pairs:
         for key in ("chosen_ids", "rejected_ids"):
             ids = pair["prompt_ids"] + pair[key]
             features.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(pair["prompt_ids"]) + pair[key]})
-    collate = AnswerOnlyCollator(pad_id)
-    device = next(p for p in model.parameters()).device
-    was_training = model.training
-    model.eval()
-    sums: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            batch = {k: v.to(device) for k, v in collate(features[start:start + batch_size]).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-            labels = batch["labels"][:, 1:]
-            mask = labels != IGNORE_INDEX
-            token_logps = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            sums += (token_logps * mask).sum(dim=1).tolist()
-    model.train(was_training)
+    sums = [logp for logp, _ in labelled_logps(model, features, tokenizer, batch_size)]
     return sums[0::2], sums[1::2]
 
 
@@ -106,15 +91,16 @@ def rewards(chosen: Sequence[float], rejected: Sequence[float], ref_chosen: Sequ
                                                                   strict=True)]
 
 
-def score_model(model: Any, pairs: Sequence[dict[str, Any]], pad_id: int, *, beta: float,
+def score_model(model: Any, pairs: Sequence[dict[str, Any]], tokenizer: Any, *, beta: float,
                 batch_size: int = 8) -> PrefScores:
-    chosen, rejected = completion_logps(model, pairs, pad_id, batch_size)
+    chosen, rejected = completion_logps(model, pairs, tokenizer, batch_size)
     diffs = [c - r for c, r in zip(chosen, rejected, strict=True)]
     scores = PrefScores(pairs=len(pairs), accuracy=_share(diffs), margin=_mean(diffs), reward_accuracy=None,
                         reward_margin=None, beta=beta, chosen_logps=chosen, rejected_logps=rejected)
     if hasattr(model, "disable_adapter"):  # a PeftModel: the base is the same weights with the adapter off
         with model.disable_adapter():
-            scores.base_chosen_logps, scores.base_rejected_logps = completion_logps(model, pairs, pad_id, batch_size)
+            scores.base_chosen_logps, scores.base_rejected_logps = completion_logps(model, pairs, tokenizer,
+                                                                                    batch_size)
         margins = rewards(chosen, rejected, scores.base_chosen_logps, scores.base_rejected_logps, beta)
         scores.reward_accuracy, scores.reward_margin = _share(margins), _mean(margins)
     return scores
@@ -123,7 +109,7 @@ def score_model(model: Any, pairs: Sequence[dict[str, Any]], pad_id: int, *, bet
 def score_prefs(loaded: Any, path: str, *, beta: float, batch_size: int, max_length: int) -> PrefScores:
     """Score a loaded model (model/loading.py LoadedModel) on a preference file."""
     pairs, report, note = load_pairs(path, loaded.tokenizer, eos_id=loaded.eos_token_id, max_length=max_length)
-    scores = score_model(loaded.model, pairs, loaded.pad_token_id, beta=beta, batch_size=batch_size)
+    scores = score_model(loaded.model, pairs, loaded.tokenizer, beta=beta, batch_size=batch_size)
     scores.source, scores.data = f"{report.summary()} · {note}", report.to_dict()
     return scores
 

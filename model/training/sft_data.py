@@ -15,6 +15,7 @@ exists to keep), and a cut prompt teaches the model to answer a question it cann
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.loading import eos_id_of
 from model.prompt import format_example
 from model.types import ModelError
 
@@ -155,8 +157,6 @@ def ensure_distinct_pad(tokenizer: Any, embedding_rows: int | None = None) -> in
     matrix (Polyglot pads its vocabulary to a multiple of 64, so there is room) — resizing would put the embeddings in
     the adapter.
     """
-    from model.loading import eos_id_of
-
     eos = eos_id_of(tokenizer)
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
         return int(tokenizer.pad_token_id)
@@ -221,25 +221,15 @@ def load_examples(path: str | Path, tokenizer: Any, *, eos_id: int, max_length: 
     return examples, report
 
 
-class AnswerOnlyCollator:
-    """Right-pads `input_ids` with the pad id and `labels` with -100; the attention mask marks the real tokens."""
+def answer_collator(tokenizer: Any) -> Any:
+    """transformers' `DataCollatorForSeq2Seq`: right-pads `input_ids` with the pad id, `attention_mask` with 0 and
+    `labels` with -100. The labels come padded from our examples, never from pad ids, so the EOS stays a target.
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_id = pad_id
-        self.pad_to_multiple_of = pad_to_multiple_of
+    It pads on the tokenizer's side, and `load_tokenizer` pads left for generation: the collator gets a shallow copy
+    that pads right, so the caller's tokenizer (often the generator's) is left as it was.
+    """
+    from transformers import DataCollatorForSeq2Seq
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            input_ids[i, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
-            labels[i, :n] = torch.tensor(f["labels"], dtype=torch.long)
-            mask[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    right = copy.copy(tokenizer)
+    right.padding_side = "right"
+    return DataCollatorForSeq2Seq(right, label_pad_token_id=IGNORE_INDEX)
