@@ -23,11 +23,6 @@ def redact_secrets_in_logs(settings: Settings) -> Callable[[], None]:
     return redact_in_logs(secrets)
 
 
-def redact_token_in_logs(token: str) -> Callable[[], None]:
-    """Replace the token in every log record (message, arguments and traceback) with "<token>". Returns an undo."""
-    return redact_in_logs({token: "<token>"})
-
-
 def redact_in_logs(secrets: dict[str, str]) -> Callable[[], None]:
     """Replace each secret (key) with its stand-in (value) in every log record: message, arguments, traceback."""
     previous = logging.getLogRecordFactory()

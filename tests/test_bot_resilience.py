@@ -11,8 +11,9 @@ from bot_fixtures import all_turns, rows
 from fakes import FakeGenerator
 from tg_harness import TOKEN, telegram_bot, wait_until
 
-from bot.redaction import redact_token_in_logs
+from bot.redaction import redact_secrets_in_logs
 from bot.service.replies import BUSY
+from bot.settings import load_settings
 from bot.telegram.replies import SORRY
 from bot.telegram.sending import SafeSender, split_text, utf16_len
 
@@ -185,7 +186,7 @@ async def test_unexpected_errors_give_one_korean_sentence(tmp_path: Path, caplog
 
 
 def test_the_token_never_reaches_the_logs(caplog) -> None:
-    undo = redact_token_in_logs(TOKEN)
+    undo = redact_secrets_in_logs(load_settings(env_file=None, telegram_bot_token=TOKEN))  # what each command installs
     try:
         log = logging.getLogger("mechuri.test")
         log.error("url https://api.telegram.org/bot%s/getMe", TOKEN)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model.prompt import ANSWER, neutralise
-from model.training.sft_data import DataError, DataReport, Problem, jsonl_lines
+from model.training.sft_data import DataError, DataReport, Problem, jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,7 @@ def read_prefs(path: str | Path, method: str) -> tuple[list[Any], DataReport]:
         raise DataError(f"preference file {path} does not exist: give a JSONL file of {_fmt(KEYS[method])} objects "
                         "(`mechuri dataset feedback` writes one)")
     report = DataReport(path=str(path))
-    rows: list[Any] = []
-    for number, raw in jsonl_lines(path, report):
-        parsed, reason = _parse(raw, method, number)
-        if parsed:
-            rows += parsed
-        else:
-            report.bad.append(Problem(number, reason))
-    report.rows = len(rows)
+    rows: list[Any] = jsonl_rows(path, report, lambda raw, number: _parse(raw, method, number))
     if not rows:  # one clear error, not a warning per line first
         raise DataError(_no_rows_message(path, method, report))
     for problem in report.bad[:20]:

@@ -19,14 +19,16 @@ import copy
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from model.loading import eos_id_of
 from model.prompt import format_example
 from model.types import ModelError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,20 @@ def jsonl_lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
                 yield number, raw
 
 
+def jsonl_rows(path: Path, report: DataReport, parse: Callable[[str, int], tuple[list[T], str]]) -> list[T]:
+    """The rows `parse(line, number)` makes of each line; a line it makes none of goes into `report.bad` with the
+    reason it gives."""
+    rows: list[T] = []
+    for number, raw in jsonl_lines(path, report):
+        parsed, reason = parse(raw, number)
+        if parsed:
+            rows += parsed
+        else:
+            report.bad.append(Problem(number, reason))
+    report.rows = len(rows)
+    return rows
+
+
 def read_alpaca_jsonl(path: str | Path) -> tuple[list[AlpacaRow], DataReport]:
     """Read `instruction, input, output` rows. Bad lines are reported with their numbers and skipped."""
     path = Path(path).expanduser()
@@ -118,17 +134,15 @@ def read_alpaca_jsonl(path: str | Path) -> tuple[list[AlpacaRow], DataReport]:
         raise DataError(f"data file {path} does not exist: give an Alpaca JSONL file "
                         "(one {\"instruction\", \"input\", \"output\"} object per line)")
     report = DataReport(path=str(path))
-    rows: list[AlpacaRow] = []
-    for number, raw in jsonl_lines(path, report):
-        row, reason = _parse_line(raw)
-        if row is None:
-            report.bad.append(Problem(number, reason))
-        else:
-            rows.append(dataclasses.replace(row, line=number))
-    report.rows = len(rows)
+    rows = jsonl_rows(path, report, _parse_numbered)
     for problem in report.bad:
         log.warning("%s: skipped %s", path, problem)
     return rows, report
+
+
+def _parse_numbered(raw: str, number: int) -> tuple[list[AlpacaRow], str]:
+    row, reason = _parse_line(raw)
+    return ([dataclasses.replace(row, line=number)] if row is not None else []), reason
 
 
 def _parse_line(raw: str) -> tuple[AlpacaRow | None, str]:
