@@ -32,6 +32,7 @@ from fakes import FakeGenerator  # noqa: E402
 from tg_harness import telegram_bot  # noqa: E402
 
 from bot.service.contract import Answer  # noqa: E402
+from bot.service.ordering import UserLines  # noqa: E402
 from bot.store.database import run_upgrade  # noqa: E402
 
 DISHES = ("김치찌개", "된장찌개", "비빔밥", "불고기", "칼국수", "냉면", "떡볶이", "순두부찌개", "제육볶음", "잡채",
@@ -89,8 +90,9 @@ class InstantService:
 
     def __init__(self) -> None:
         self.turn_id = 0
+        self.lines = UserLines()
 
-    async def reply(self, chat_id: int, user_id: int, text: str, *, on_partial=None, user_name=None) -> Answer:
+    async def reply(self, chat_id: int, user_id: int, text: str, *, on_partial=None, **_kwargs: object) -> Answer:
         self.turn_id += 2
         answer = echo(f"### 질문: {text}\n\n### 답변:", 0)
         if on_partial is not None:
@@ -100,7 +102,7 @@ class InstantService:
 
 async def telegram_only(workdir: Path, messages: int, warmup: int) -> dict[str, float]:
     async with telegram_bot(workdir, FakeGenerator(echo), db=workdir / "history.db") as h:
-        h.app.bot_data["handlers"].service = InstantService()
+        h.app.bot_data["mechuri"].service = InstantService()
         for _ in range(warmup):
             await h.text(1, 1, "워밍업")
         timings: list[float] = []
