@@ -43,6 +43,19 @@ def _parse_ids(value: Any) -> Any:
 IdList = Annotated[list[int], NoDecode]
 
 
+def parse_logins(text: str) -> list[tuple[str, str]]:
+    """"user:password,user2:password2" → pairs; ValueError (naming no password) for a malformed entry."""
+    logins = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError("each login is user:password, separated by commas")
+        logins.append((user.strip(), password))
+    return logins
+
+
 WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9/_-]*")
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
@@ -115,10 +128,31 @@ class Settings(BaseSettings):
     webhook_path: str | None = None  # default: the path of webhook_url
     webhook_secret: SecretStr | None = None
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    # `mechuri web`: logins as "user:password,user2:password2" (required to listen beyond 127.0.0.1), and the login
+    # names that see the admin area (adapter reload, status), as admin_ids are Telegram's admins.
+    web_auth: SecretStr | None = None
+    web_admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    web_max_queue: int = Field(default=64, ge=1)  # page events waiting at once; more get Gradio's "queue full"
     # Several replicas on one PostgreSQL database (bot/replicas.py).
     replica_name: str | None = None  # default: host:pid
     replica_lease_s: float = Field(default=30.0, ge=0.5)
     user_lock_timeout_s: float = Field(default=120.0, gt=0.0)
+
+    @field_validator("web_admins", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+    @field_validator("web_auth", mode="after")
+    @classmethod
+    def _check_logins(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_logins(value.get_secret_value())
+        return value
+
+    def web_logins(self) -> list[tuple[str, str]]:
+        """MECHURI_WEB_AUTH as (user, password) pairs; [] when unset."""
+        return parse_logins(self.web_auth.get_secret_value()) if self.web_auth else []
 
     @field_validator("admin_ids", "allowed_ids", mode="before")
     @classmethod
@@ -126,7 +160,7 @@ class Settings(BaseSettings):
         return _parse_ids(value)
 
     @field_validator("telegram_base_url", "telegram_base_file_url", "adapter", "telegram_bot_token", "webhook_url",
-                     "webhook_path", "webhook_secret", "replica_name", "capture_decode", mode="before")
+                     "webhook_path", "webhook_secret", "replica_name", "capture_decode", "web_auth", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -205,6 +239,8 @@ _HINTS: dict[str, str] = {
     "replica_lease_s": "seconds, at least 0.5",
     "variety_days": "days, 0 or more (0 turns variety across days off)",
     "feedback_buttons": "true or false (on or off)",
+    "web_auth": "logins for the web page, user:password,user2:password2",
+    "web_admins": "comma-separated login names of MECHURI_WEB_AUTH, e.g. alice,bob",
 }
 
 
@@ -218,7 +254,7 @@ def check_fits_context(settings: Settings, max_context: int) -> None:
         ])
 
 
-SECRET_FIELDS = {"telegram_bot_token", "webhook_secret", "database_url"}
+SECRET_FIELDS = {"telegram_bot_token", "webhook_secret", "database_url", "web_auth"}
 
 
 def env_name(field: str) -> str:

@@ -17,6 +17,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "mechuri.train_commands",
     "mechuri.demo_commands",
     "mechuri.bot_commands",
+    "mechuri.web_commands",
     "mechuri.dataset_commands",
     "mechuri.feedback_commands",  # adds `feedback` to dataset_builder's `dataset` group
 )

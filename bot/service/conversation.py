@@ -175,6 +175,12 @@ class ConversationService:
         log.info("forgot a user: %d row(s) deleted", deleted)
         return deleted
 
+    async def open_history(self, chat_id: int, user_id: int) -> list[Turn]:
+        """The open conversation as its user last saw it, oldest first: the questions and the answers kept (a
+        turned-down answer gave way to its "다른 거"). For a front end that redraws a chat (the web page on reload)."""
+        turns = await self.store.open_turns(chat_id, user_id)
+        return [t for t in turns if t.role == "user" or t.status != "rejected"]
+
     async def reload_adapter(self, name: str) -> AdapterInfo:
         """Load the adapter `name` (a folder inside the adapters folder) and swap it in between answers."""
         info = await self.generator.reload_adapter(resolve_adapter(self.adapters_dir, name))

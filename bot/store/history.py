@@ -282,6 +282,18 @@ class Store:
             ).first()
         return (row[0], row[1]) if row else None
 
+    async def open_turns(self, chat_id: int, user_id: int) -> Sequence[Turn]:
+        """The turns of the user's open conversation in this chat, oldest first (none when there is none)."""
+        return await self.db.run(self._open_turns, chat_id, user_id)
+
+    def _open_turns(self, chat_id: int, user_id: int) -> Sequence[Turn]:
+        with self.db.sessions() as session:
+            query = (select(Turn).join(Conversation, Conversation.id == Turn.conversation_id)
+                     .where(Conversation.user_id == user_id, Conversation.chat_id == chat_id,
+                            Conversation.closed_at.is_(None))
+                     .order_by(Turn.id))
+            return list(session.scalars(query).all())
+
     async def conversation_turns(self, conversation_id: int) -> Sequence[Turn]:
         """The conversation's turns, oldest first."""
         return await self.db.run(self._conversation_turns, conversation_id)
