@@ -111,3 +111,48 @@ def database(request, tmp_path: Path):
     from databases import SqliteDatabase
 
     yield SqliteDatabase.fresh(tmp_path)
+
+
+# --- the web page: the quick demo model, and the system's headless chromium ---------------------------------------
+
+BROWSER_ENV = "MECHURI_REQUIRE_BROWSER"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="session")
+def quick_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model's code path on QUICK_RECIPE (a fixed number of steps, no time cap): names catalog dishes."""
+    from model.demo.build import QUICK_RECIPE, build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("quick-demo") / "model", recipe=QUICK_RECIPE, progress=False)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A factory of headless Chromium sessions on Debian's chromium and chromedriver (apt), never a downloaded
+    browser. Skips where they are missing, unless MECHURI_REQUIRE_BROWSER=1 (set by .ci/run): then it fails."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        if os.environ.get(BROWSER_ENV) == "1":
+            pytest.fail(f"a browser is required here ({BROWSER_ENV}=1) but missing: {', '.join(missing)} "
+                        f"(apt-get install chromium chromium-driver)")
+        pytest.skip(f"chromium unavailable: {', '.join(missing)} (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def start(width: int = 1100, height: int = 1100):
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    f"--window-size={width},{height}", "--lang=ko-KR"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()

@@ -70,6 +70,13 @@ def user_of(key: Any) -> int:
         raise BadBrowser from None
 
 
+def _user_or_none(key: Any) -> int | None:
+    try:
+        return user_of(key)
+    except BadBrowser:
+        return None
+
+
 class WebChat:
     def __init__(self, service: ConversationService) -> None:
         self.service = service
@@ -101,7 +108,10 @@ class WebChat:
         if not text:
             return
         history.append(said("user", text))
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            yield [*history, said("assistant", RELOAD_PAGE)], Latest()
+            return
 
         def call(place: Place, on_partial: Any, _on_settled: Any) -> Awaitable[Answer]:
             return self.service.reply(user, user, text, on_partial=on_partial, place=place)
@@ -114,7 +124,10 @@ class WebChat:
         if not latest.can_retry:
             yield [*history, said("assistant", NOTHING_TO_RETRY)], latest
             return
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            yield [*history, said("assistant", RELOAD_PAGE)], latest
+            return
 
         def call(place: Place, on_partial: Any, _on_settled: Any) -> Awaitable[Answer]:
             return self.service.retry(user, user, latest.turn_id, on_partial=on_partial, place=place)
@@ -129,7 +142,10 @@ class WebChat:
         if not latest.asking:
             yield [*history, said("assistant", NOTHING_TO_CONFIRM)], latest
             return
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            yield [*history, said("assistant", RELOAD_PAGE)], latest
+            return
         history.append(said("user", "예" if accept else "아니요"))
 
         def call(place: Place, on_partial: Any, on_settled: Any) -> Awaitable[TasteChoice]:
@@ -143,7 +159,9 @@ class WebChat:
         """👍/👎 on the latest answer, stored as the Telegram votes are; returns the line to show."""
         if not latest.turn_id or not latest.can_vote:
             return NOTHING_TO_VOTE
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            return RELOAD_PAGE
         try:
             result = await self.service.vote(user, user, latest.turn_id, up)
         except RetryRefused as refused:
@@ -153,12 +171,16 @@ class WebChat:
         return THANKS_DOWN if result.can_retry else THANKS_DOWN_NO_RETRY
 
     async def reset(self, key: Any) -> tuple[History, Latest]:
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            return [said("assistant", RELOAD_PAGE)], Latest()
         await self.service.reset(user, user)
         return [said("assistant", replies.RESET_DONE)], Latest()
 
     async def forget(self, key: Any) -> tuple[History, Latest]:
-        user = user_of(key)
+        user = _user_or_none(key)
+        if user is None:
+            return [said("assistant", RELOAD_PAGE)], Latest()
         deleted = await self.service.forget(user, user)
         return [said("assistant", replies.forgotten(deleted))], Latest()
 

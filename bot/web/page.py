@@ -23,29 +23,32 @@ EXAMPLES = ["매운 요리 추천해줘", "아침에 간단하게 먹을 수 있
 INTRO = ("## 메추리 🐦 메뉴 추천\n먹고 싶은 분위기를 말하면 메뉴를 골라 드려요. 마음에 안 들면 **🔄 다른 거**, "
          "알레르기나 싫어하는 음식은 말로 알려 주시거나 **내 입맛** 탭에서 고칠 수 있어요.")
 BROWSER_KEY = "mechuri-browser"
+BROWSER_SECRET = "mechuri-web-browser-key-v1"
 # The default theme fetches Google Fonts: offline (and in the browser tests) a page would wait on a request that
 # never returns. Local font stacks only.
 THEME = gr.themes.Default(font=["system-ui", "Noto Sans CJK KR", "sans-serif"], font_mono=["monospace"])
 
 
 def _taste_outputs(shown: TasteView) -> tuple[Any, ...]:
-    return (shown.text, gr.update(value=shown.allergies), gr.update(value=shown.diets),
-            gr.update(choices=shown.others, value=None))
+    return shown.text, shown.allergies, shown.diets, gr.update(choices=shown.others, value=None)
 
 
 def build_page(chat: WebChat, panel: TastePanel, admin: AdminDesk, *, banner: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="메추리", analytics_enabled=False) as page:
-        browser = gr.BrowserState(None, storage_key=BROWSER_KEY)
+        # Gradio encrypts the value with a per-process random secret unless given one, and a server restart would
+        # then forget every browser. The key itself is the secret (192 random bits); this only has to be stable.
+        browser = gr.BrowserState(None, storage_key=BROWSER_KEY, secret=BROWSER_SECRET)
         latest = gr.State(Latest())
         gr.Markdown(INTRO + (f"\n\n> {banner}" if banner else ""))
         with gr.Tab("대화"):
             chatbot = gr.Chatbot(label="메추리", elem_id="chat", height=440, feedback_options=None,
-                                 placeholder="무엇이 먹고 싶으세요?")
+                                 buttons=["copy"], placeholder="무엇이 먹고 싶으세요?")
             with gr.Row(visible=False) as confirm_row:
                 yes = gr.Button("예, 기억해 주세요", variant="primary", elem_id="taste-yes")
                 no = gr.Button("아니요", elem_id="taste-no")
             box = gr.Textbox(show_label=False, placeholder="예: 비 오는 날 따뜻한 국물 요리 추천해줘",
-                             max_length=MAX_MESSAGE_CHARS, submit_btn="보내기", elem_id="message")
+                             max_length=MAX_MESSAGE_CHARS, submit_btn="보내기", elem_id="message",
+                             interactive=False)  # until the page knows its browser (the load event below)
             with gr.Row():
                 retry = gr.Button("🔄 다른 거", elem_id="retry")
                 up = gr.Button("👍", elem_id="vote-up", min_width=60)
@@ -77,9 +80,10 @@ def build_page(chat: WebChat, panel: TastePanel, admin: AdminDesk, *, banner: st
         async def open_page(key: Any, request: gr.Request) -> tuple[Any, ...]:
             key, history, last = await chat.open(key)
             return (key, history, last, gr.update(visible=bool(last.asking)),
-                    gr.update(visible=admin.is_admin(request.username)), *_taste_outputs(await panel.show(key)))
+                    gr.update(visible=admin.is_admin(request.username)), gr.update(interactive=True),
+                    *_taste_outputs(await panel.show(key)))
 
-        page.load(open_page, [browser], [browser, chatbot, latest, confirm_row, admin_tab, *taste_outputs],
+        page.load(open_page, [browser], [browser, chatbot, latest, confirm_row, admin_tab, box, *taste_outputs],
                   api_name="open")
 
         async def streamed(updates: AsyncIterator[tuple[History, Latest]]) -> AsyncIterator[tuple[Any, ...]]:

@@ -64,7 +64,8 @@ def build_app(service: ConversationService, settings: Settings, *, banner: str |
     page.queue(max_size=settings.web_max_queue, default_concurrency_limit=None)
     app = FastAPI()
     return gr.mount_gradio_app(app, page, path="", auth=settings.web_logins() or None, theme=THEME,
-                               footer_links=["api"], ssr_mode=False, show_error=False)
+                               footer_links=["api"], ssr_mode=False, show_error=False,
+                               run_history=False)  # it would keep inputs, the browser key among them, in localStorage
 
 
 async def serve(service: ConversationService, settings: Settings, *, host: str, port: int,

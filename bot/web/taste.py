@@ -10,7 +10,7 @@ from typing import Any
 from bot.service.conversation import ConversationService
 from bot.taste import replies as taste_replies
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteProfile
-from bot.web.chat import user_of
+from bot.web.chat import RELOAD_PAGE, BadBrowser, user_of
 
 DIET_LABELS = {d.label: code for code, d in DIETS.items()}
 NOTHING_TO_FORGET = "지울 항목을 먼저 골라 주세요."
@@ -45,7 +45,10 @@ class TastePanel:
         desk = self.service.taste
         if desk is None:
             return TasteView(taste_replies.TASTE_UNAVAILABLE, [], [], [])
-        return view(await desk.store.profile(user_of(key)))
+        try:
+            return view(await desk.store.profile(user_of(key)))
+        except BadBrowser:
+            return TasteView(RELOAD_PAGE, [], [], [])
 
     async def save(self, key: Any, allergies: list[str], diets: list[str]) -> tuple[TasteView, str]:
         """Switch what the checkboxes changed; returns the new view and what was done, in the shared copy."""
