@@ -75,9 +75,13 @@ def texts(driver: Any, selector: str) -> list[str]:
     return [e.text.strip() for e in driver.find_elements("css selector", selector)]
 
 
+IDLE = """const t = document.querySelector('#chat [data-testid="status-tracker"]');
+return !t || (t.classList.contains('hide') && !t.classList.contains('generating'));"""
+
+
 def idle(driver: Any) -> bool:
-    """No event of the page is running (Gradio shows a progress tracker on the outputs meanwhile)."""
-    return not driver.find_elements("css selector", "#chat .generating, #chat .pending") and box(driver).is_enabled()
+    """No event is writing to the chat (Gradio shows its status tracker on an event's outputs meanwhile)."""
+    return bool(driver.execute_script(IDLE)) and box(driver).is_enabled()
 
 
 def ask(driver: Any, text: str) -> str:
@@ -92,11 +96,12 @@ def ask(driver: Any, text: str) -> str:
 
 def settled(driver: Any) -> str:
     """The last answer once it stops changing."""
-    last = None
-    for _ in range(400):
+    last, calm = None, 0
+    for _ in range(1000):
         time.sleep(0.15)
         now = texts(driver, BOT)[-1]
-        if now == last and now not in ("", "…") and idle(driver):
+        calm = calm + 1 if now == last and now not in ("", "…") and idle(driver) else 0
+        if calm >= 3:
             return now
         last = now
     raise AssertionError("the answer never settled")

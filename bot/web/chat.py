@@ -26,6 +26,7 @@ Message = dict[str, str]
 History = list[Message]
 MAX_MESSAGE_CHARS = 2000  # the textbox's limit too; the service trims what the model cannot read
 WAITING = "…"
+STREAM_INTERVAL_S = 0.1  # a person reads no faster; Telegram's edits are a second apart
 NOTHING_TO_RETRY = "아직 다시 고를 답변이 없어요. 먼저 질문해 주세요."
 NOTHING_TO_VOTE = "아직 평가할 답변이 없어요. 먼저 질문해 주세요."
 NOTHING_TO_CONFIRM = "확인할 입맛 이야기가 없어요."
@@ -245,7 +246,8 @@ class _Stream:
         self.changed.set()
 
     async def follow(self, task: asyncio.Future[Any]) -> AsyncIterator[History]:
-        """Each change as it comes (several between two page updates count as one), until `task` is done."""
+        """The changes until `task` is done, at most one page update per STREAM_INTERVAL_S (the changes between
+        two updates show together): each update costs Gradio a diff and an event, on the cores the model uses."""
         yield [*self.messages]
         while not task.done():
             changed = asyncio.ensure_future(self.changed.wait())
@@ -254,6 +256,7 @@ class _Stream:
             if self.changed.is_set() and not task.done():
                 self.changed.clear()
                 yield [*self.messages]
+                await asyncio.wait({task}, timeout=STREAM_INTERVAL_S)
 
     def final(self, text: str | None) -> History:
         if text is None:

@@ -88,11 +88,11 @@ def build_page(chat: WebChat, panel: TastePanel, admin: AdminDesk, *, banner: st
 
         async def streamed(updates: AsyncIterator[tuple[History, Latest]]) -> AsyncIterator[tuple[Any, ...]]:
             async for history, last in updates:
-                yield history, last, gr.update(visible=bool(last.asking)), ""
+                yield history, last, gr.update(visible=bool(last.asking))
 
         async def send(text: str, history: History, key: Any) -> AsyncIterator[tuple[Any, ...]]:
             async for update in streamed(chat.send(text, history, key)):
-                yield update
+                yield *update, ""  # the box empties for the next message; only sending writes to it
 
         async def again(history: History, key: Any, last: Latest) -> AsyncIterator[tuple[Any, ...]]:
             async for update in streamed(chat.retry(history, key, last)):
@@ -104,8 +104,8 @@ def build_page(chat: WebChat, panel: TastePanel, admin: AdminDesk, *, banner: st
                     yield update
             return handler
 
-        chat_outputs = [chatbot, latest, confirm_row, box]
-        box.submit(send, [box, chatbot, browser], chat_outputs, api_name="send")
+        chat_outputs = [chatbot, latest, confirm_row]
+        box.submit(send, [box, chatbot, browser], [*chat_outputs, box], api_name="send")
         retry.click(again, [chatbot, browser, latest], chat_outputs, api_name="retry")
         async def show_taste(key: Any) -> tuple[Any, ...]:
             return _taste_outputs(await panel.show(key))

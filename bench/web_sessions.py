@@ -1,0 +1,179 @@
+"""Web sessions: what the page (`mechuri web`) adds per message over the conversation service alone, and that many
+browsers at once lose nothing and keep each one's order.
+
+The page is served for real (tests/web_server.py: uvicorn + Gradio's queue on the service's event loop, the real
+Generator on the demo model, SQLite) and driven through its HTTP API with gradio_client, one Client per session (a
+browser: its own key and Gradio session). Each message's time as the client sees it is paired with the time the
+service's `reply` took for that same message inside the server: the difference is the page's overhead (HTTP, Gradio's
+queue and streaming, bot/web/chat.py), whatever the model took.
+
+1. Sequential: one session, messages one after another: the overhead's p50 / p95 (target p50 <= 20 ms).
+2. Concurrent: N sessions at once, each sending M messages in turn (a person waits for the answer before the next):
+   the overhead under load, throughput, and from the database: every question stored and answered, each session's
+   turns in the order sent, and the page's last history equal to the stored conversation.
+
+    .venv/bin/python bench/web_sessions.py                      # the demo model (built once, cached), 20 × 5
+    .venv/bin/python bench/web_sessions.py --model DIR --sessions 20 --messages 5 --docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from web_server import WebServer, start_web_server  # noqa: E402
+
+from bench.common import append_docs, command_line, cpu_line, markdown_table, today  # noqa: E402
+from bot.store.users import new_browser_key, web_user_id  # noqa: E402
+
+QUESTIONS = ("매운 요리 추천해줘", "아침에 간단하게 먹을 수 있는 음식 추천해줘", "비 오는 날 뭐 먹지", "해장 추천해줘",
+             "가볍게 먹을 점심 메뉴 알려줘", "친구들이랑 먹을 저녁 추천해줘")
+
+
+class ServiceClock:
+    """Wraps the served ConversationService's `reply`: how long the service took for each message (by its text)."""
+
+    def __init__(self, service: Any) -> None:
+        self.took: dict[str, float] = {}
+        self._lock = threading.Lock()
+        inner = service.reply
+
+        async def timed(chat_id: int, user_id: int, text: str, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await inner(chat_id, user_id, text, **kwargs)
+            finally:
+                with self._lock:
+                    self.took[text] = time.perf_counter() - started
+
+        service.reply = timed
+
+
+def session(server: WebServer, clock: ServiceClock, name: str, messages: int) -> dict[str, Any]:
+    from gradio_client import Client
+
+    api = Client(server.url, verbose=False)
+    key = new_browser_key()
+    history: list[Any] = []
+    overheads, totals, sent = [], [], []
+    for i in range(messages):
+        text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"  # unique: pairs the page's time with the service's
+        started = time.perf_counter()
+        history, _ = api.predict(text, history, key, api_name="/send")
+        total = time.perf_counter() - started
+        sent.append(text)
+        totals.append(total)
+        overheads.append(total - clock.took[text])
+    api.close()
+    return {"key": key, "sent": sent, "history": history, "overheads": overheads, "totals": totals}
+
+
+def check(server: WebServer, results: list[dict[str, Any]]) -> list[str]:
+    """Problems found in the database: a lost or unanswered question, turns out of order, a page history that is
+    not the stored conversation."""
+    path = server.database_url.removeprefix("sqlite+aiosqlite:///")
+    problems = []
+    with sqlite3.connect(path) as db:
+        for result in results:
+            user = web_user_id(result["key"])
+            turns = db.execute(
+                "SELECT t.id, t.role, t.text, t.reply_to, t.status FROM turns t JOIN conversations c "
+                "ON c.id = t.conversation_id WHERE c.user_id = ? ORDER BY t.id", (user,)).fetchall()
+            questions = [t for t in turns if t[1] == "user"]
+            if [t[2] for t in questions] != result["sent"]:
+                problems.append(f"user {user}: questions stored {len(questions)} of {len(result['sent'])} or "
+                                f"out of order")
+            for question, answer in zip(turns[::2], turns[1::2], strict=False):
+                if answer[1] != "assistant" or answer[3] != question[0] or answer[4] != "ok":
+                    problems.append(f"user {user}: question {question[0]} not answered next")
+            if len(turns) != 2 * len(result["sent"]):
+                problems.append(f"user {user}: {len(turns)} turns for {len(result['sent'])} messages")
+            page = [_text(m) for m in result["history"]]
+            if page != [t[2] for t in turns]:
+                problems.append(f"user {user}: the page's history differs from the stored conversation")
+    return problems
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def run(args: argparse.Namespace) -> str:
+    model = Path(args.model) if args.model else demo_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_web_server(model, f"sqlite+aiosqlite:///{Path(tmp) / 'web.db'}", seed=None,
+                                  max_new_tokens=args.max_new_tokens)
+        try:
+            clock = ServiceClock(server.service)
+            session(server, clock, "warm", 2)
+            sequential = session(server, clock, "seq", args.sequential)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.sessions) as pool:
+                results = list(pool.map(lambda n: session(server, clock, f"s{n}", args.messages),
+                                        range(args.sessions)))
+            wall = time.perf_counter() - started
+            problems = check(server, [sequential, *results])
+        finally:
+            server.stop()
+    together = [o for r in results for o in r["overheads"]]
+    totals = [t for r in results for t in r["totals"]]
+    n = args.sessions * args.messages
+    rows = [
+        ["1 session, one message at a time", args.sequential, f"{ms(sequential['overheads'], 0.5):.1f}",
+         f"{ms(sequential['overheads'], 0.95):.1f}", f"{ms(sequential['totals'], 0.5):.0f}", "-"],
+        [f"{args.sessions} sessions at once, {args.messages} messages each", n, f"{ms(together, 0.5):.1f}",
+         f"{ms(together, 0.95):.1f}", f"{ms(totals, 0.5):.0f}", f"{n / wall:.1f}"],
+    ]
+    table = markdown_table(["run", "messages", "page overhead p50 (ms)", "p95 (ms)", "message p50 (ms)",
+                            "messages/s"], rows)
+    kept = "none: every question stored and answered, each session in order, page = database" if not problems \
+        else "; ".join(problems[:5])
+    return (f"Machine: {cpu_line()}; load before {args.load_before}; after {os.getloadavg()[0]:.1f}; {today()}; "
+            f"model {model}; {args.max_new_tokens} new tokens.  \nCommand: `{command_line()}`\n\n{table}\n\n"
+            f"Lost or out of order: {kept}.\n")
+
+
+def demo_model() -> Path:
+    from model import DemoRecipe, build_demo_model, demo_dir
+
+    return build_demo_model(demo_dir(DemoRecipe()), progress=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model folder (default: the demo model, built once and cached)")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=5)
+    parser.add_argument("--sequential", type=int, default=30, help="messages of the one-session run")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--docs", action="store_true", help="append the result to docs/benchmarks.md")
+    args = parser.parse_args()
+    args.load_before = f"{os.getloadavg()[0]:.1f}"
+    body = run(args)
+    print(body)
+    if args.docs:
+        append_docs("Web sessions: the page's overhead and order (issue 24)", body)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
