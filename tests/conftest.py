@@ -125,7 +125,9 @@ def quick_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model's code path on QUICK_RECIPE (a fixed number of steps, no time cap): names catalog dishes."""
     from model.demo.build import QUICK_RECIPE, build_demo_model
 
-    return build_demo_model(tmp_path_factory.mktemp("quick-demo") / "model", recipe=QUICK_RECIPE, progress=False)
+    # Laid out as XDG_CACHE_HOME=<cache> would hold it, so `mechuri … --demo-quick` in a subprocess reuses it.
+    cache = tmp_path_factory.mktemp("quick-demo") / "cache"
+    return build_demo_model(recipe=QUICK_RECIPE, progress=False, cache_root=cache / "mechuri" / "demo")
 
 
 @pytest.fixture(scope="session")

@@ -132,3 +132,38 @@ def test_another_address_needs_a_login(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["web", "--host", "0.0.0.0", "--model", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "MECHURI_WEB_AUTH" in err and "Traceback" not in err
+
+
+def test_mechuri_web_demo_serves_the_page(quick_demo_dir: Path, tmp_path: Path) -> None:
+    """The command itself, as a newcomer runs it (the quick demo model, already in this XDG cache)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from web_server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MECHURI_")}
+    env.update(XDG_CACHE_HOME=str(quick_demo_dir.parents[2]), XDG_DATA_HOME=str(tmp_path / "data"),
+               HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    process = subprocess.Popen([sys.executable, "-m", "mechuri", "web", "--demo-quick", "--port", str(port)],
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "메추리 웹 페이지" in line:
+                break
+        assert re.search(rf"http://127\.0\.0\.1:{port}/ .*local only", lines[-1]), "".join(lines)[-2000:]
+        assert "SMALL DEMO MODEL" in "".join(lines)  # the same banner as the demo chat
+        from gradio_client import Client
+
+        history, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            "매운 요리 추천해줘", [], new_browser_key(), api_name="/send")
+        assert text_of(history[-1]) and text_of(history[-1]) != "…"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert (tmp_path / "data" / "mechuri" / "demo.db").exists()  # the history is in the user's data folder
