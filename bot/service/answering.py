@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.service import replies
 from bot.service.contract import Answer, ConversationBusy, DeltaCallback, DishNames, TextGenerator
-from bot.service.drawing import AnswerDrawer, AvoidList, Drawn, Partial
+from bot.service.drawing import AnswerDrawer, AvoidList, Drawn, IngredientGuard, Partial
 from bot.service.taste import TasteDesk
 from bot.settings import GenerationDefaults
 from bot.store.history import HISTORY_LIMIT, QuestionGone, Recommended, Store
@@ -23,6 +23,7 @@ from bot.store.schema import Turn
 from bot.taste import replies as taste_replies
 from bot.taste.profile import TasteItem, TasteProfile
 from model import AdapterInfo, GenerationRequest, GeneratorBusy, PromptTurn, SafetyNotes, build_prompt, request_check
+from model.food.ingredients import AllergenIngredients
 from model.food.safety import SafetyVerdict
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,11 @@ def prompt_turns(turns: Sequence[Any], before_id: int) -> list[PromptTurn]:
 class Answerer:
     def __init__(self, store: Store, generator: TextGenerator, drawer: AnswerDrawer, *, generation: GenerationDefaults,
                  catalog: DishNames | None, safety: SafetyNotes | None, taste: TasteDesk | None,
-                 seed_source: Callable[[], int], check_fit: bool = True) -> None:
+                 seed_source: Callable[[], int], check_fit: bool = True,
+                 ingredients: AllergenIngredients | None = None) -> None:
         self.store, self.generator, self.drawer = store, generator, drawer
+        # ingredient words that carry an allergen: an allergy bans them like the dishes (bot/service/drawing.py)
+        self.ingredients = ingredients if ingredients is not None else AllergenIngredients.load()
         self.generation, self.catalog, self.safety, self.taste = generation, catalog, safety, taste
         self.seed_source = seed_source
         self.check_fit = check_fit  # resample an answer that names no dish fitting what was asked (model/food/fit.py)
@@ -141,6 +145,8 @@ class Answerer:
         avoid = avoid.asked(self._dishes_in(question.turn.text))
         if verdict is not None and self.catalog is not None:
             avoid.add(verdict.avoided_dishes(self.catalog), "safety note")  # e.g. raw fish in pregnancy
+        if profile.allergies:
+            avoid.guard_words(IngredientGuard(self.ingredients, profile.allergies))
         return avoid
 
     def _dishes_in(self, text: str) -> tuple[str, ...]:
@@ -195,7 +201,8 @@ class Answerer:
         await self.store.finish_answer(pending, status="ok", text=final, recommended=recommended, **values)
         self.answered += 1
         shown = final or replies.EMPTY_TEXT
-        if profile.allergies and not drawn.dishes:
+        if profile.allergies and not drawn.dishes and not _cautions(shown):
+            # nothing the catalog vouches for: one short line, unless the answer already says to check
             shown = f"{shown}\n\n{taste_replies.check_ingredients(profile.allergies)}"
         return Answer(pending, question.turn.id, shown, drawn.request.seed, "ok", drawn.dishes, notice,
                       can_vote=bool(values["completion"]))
@@ -205,12 +212,21 @@ class Answerer:
         """Every sample named a dish with one of the user's allergens: the turn fails; the user gets a refusal."""
         named = [b.dish for b in drawn.blocked]
         allergens = [a for a in profile.allergies if any(f"allergy:{a}" in b.reasons for b in drawn.blocked)]
-        asked = bool(avoid.guaranteed & set(self._dishes_in(question.turn.text)))
+        asked = bool(avoid.guaranteed & set(self._dishes_in(question.turn.text)) or avoid.word_bans(question.turn.text))
         log.warning("turn %d: %d samples all named allergen dishes %s; fallback shown", turn_id, drawn.attempts, named)
         await self.store.finish_answer(turn_id, status="failed", error=f"allergy guarantee: samples named {named}",
                                        **values)
         text = taste_replies.fallback(allergens or profile.allergies, asked_for_it=asked)
         return Answer(turn_id, question.turn.id, text, drawn.request.seed, "failed", (), notice, fallback=True)
+
+
+CAUTION_WORDS = ("확인", "주의")
+
+
+def _cautions(text: str) -> bool:
+    """Does the answer already carry a line that tells the user to check or beware (the model's own, or a safety
+    note's)? A second one would stack cautions."""
+    return any(word in text for word in CAUTION_WORDS)
 
 
 def _outcome(drawn: Drawn, prompt: str) -> dict[str, Any]:

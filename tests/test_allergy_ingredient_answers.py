@@ -1,0 +1,78 @@
+"""The allergy guarantee down to the ingredient, through ConversationService on real SQLite with the real catalog
+and ingredient table: an answer naming an ingredient word that carries one of the user's allergens is stopped while
+it streams, resampled, and refused past the bound; one short check line at most."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bot_fixtures import fresh_db, rows, service_on
+from fakes import FakeGenerator
+
+from bot.taste import replies as taste_text
+from bot.taste.profile import ALLERGEN_ORDER, allergy
+from model import DishCatalog
+from model.food.ingredients import AllergenIngredients
+
+CATALOG = DishCatalog.load()
+TABLE = AllergenIngredients.load()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return fresh_db(tmp_path)
+
+
+async def test_an_answer_naming_an_allergen_ingredient_is_resampled_and_never_shown(db: Path) -> None:
+    gen = FakeGenerator(["두부 샐러드처럼 자극 없는 구이가 안전해요.", "샐러드 어때요? 가볍고 산뜻해요."])
+    seen: list[str] = []
+
+    async def partial(text: str) -> None:
+        seen.append(text)
+
+    async with service_on(db, gen, catalog=CATALOG) as service:
+        await service.taste.remember(5, [allergy("대두")])
+        answer = await service.reply(1, 5, "가벼운 저녁 추천해줘", on_partial=partial)
+    assert answer.text == "샐러드 어때요? 가볍고 산뜻해요." and len(gen.requests) == 2
+    assert not any(TABLE.find(text, ["대두"]) for text in seen)  # stopped before the preview showed 두부
+    assert {"두부", "된장", "간장", "콩나물"} <= set(gen.requests[0].avoid)  # banned while sampling
+    assert "콩" not in gen.requests[0].avoid  # one syllable: checked, not byte-banned (it would forbid 콩나물 too)
+
+
+@pytest.mark.parametrize("allergen", ALLERGEN_ORDER)
+async def test_every_allergen_each_of_its_words_past_the_bound_gets_the_fallback(db: Path, allergen: str) -> None:
+    words = sorted(TABLE.words_for([allergen]))
+    gen = FakeGenerator(lambda prompt, seed: f"오늘은 {words[seed % len(words)]}랑 곁들이면 좋아요.")
+    async with service_on(db, gen, catalog=CATALOG, max_resamples=len(words)) as service:
+        await service.taste.remember(5, [allergy(allergen)])
+        answer = await service.reply(1, 5, "저녁 추천해줘")
+    assert answer.fallback and answer.status == "failed"
+    assert answer.text == taste_text.fallback([allergen], asked_for_it=False)
+    assert rows(db, "SELECT text FROM turns WHERE role = 'assistant'") == [("",)]
+
+
+async def test_a_question_naming_the_ingredient_is_told_why(db: Path) -> None:
+    gen = FakeGenerator(["두부조림 어때요?"])
+    async with service_on(db, gen, catalog=CATALOG, max_resamples=1) as service:
+        await service.taste.remember(5, [allergy("대두")])
+        answer = await service.reply(1, 5, "두부 요리 추천해줘")
+    assert answer.fallback and answer.text == taste_text.fallback(["대두"], asked_for_it=True)
+
+
+async def test_words_that_only_look_like_an_allergen_are_kept_at_once(db: Path) -> None:
+    gen = FakeGenerator(["샐러드 어때요? 게다가 가볍게 맛있게 먹을 수 있어요."])
+    async with service_on(db, gen, catalog=CATALOG) as service:
+        await service.taste.remember(5, [allergy("게"), allergy("우유")])
+        answer = await service.reply(1, 5, "가벼운 점심 추천해줘")
+    assert answer.text.startswith("샐러드 어때요?") and len(gen.requests) == 1
+
+
+async def test_one_short_caution_line_at_most(db: Path) -> None:
+    gen = FakeGenerator(["따끈한 국물 요리가 좋겠어요.", "따끈한 국물 요리가 좋겠어요. 재료는 꼭 확인하세요."])
+    async with service_on(db, gen, catalog=CATALOG, check_fit=False) as service:
+        await service.taste.remember(5, list(map(allergy, ALLERGEN_ORDER)))
+        every = await service.reply(1, 5, "추운 날 뭐 먹지")
+        own = await service.reply(1, 5, "추운 날 뭐 먹지")
+    assert every.text == "따끈한 국물 요리가 좋겠어요.\n\n※ 재료에 알레르기 성분이 들어 있지 않은지 꼭 확인해 주세요."
+    assert own.text == "따끈한 국물 요리가 좋겠어요. 재료는 꼭 확인하세요."  # the answer's own caution: not a second
