@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,12 +24,14 @@ from bot.store.schema import Turn
 from bot.taste import replies as taste_replies
 from bot.taste.profile import TasteItem, TasteProfile
 from model import AdapterInfo, GenerationRequest, GeneratorBusy, PromptTurn, SafetyNotes, build_prompt, request_check
+from model.food.fit import candidates, wishes_in
 from model.food.ingredients import AllergenIngredients
 from model.food.safety import SafetyVerdict
 
 log = logging.getLogger(__name__)
 
 BUSY_REASON = "busy: the generator queue is full"
+CANDIDATES = 3  # safe catalog dishes offered in the prompt to a user with allergies
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,12 @@ class Answerer:
             profile = started.profile.with_items(question.one_off)
             avoid = await self._avoid(question, profile, started.recent, verdict)
             built = build_prompt(
-                started.history, question.turn.text, context=profile.prompt_note() or None,
+                started.history, question.turn.text, context=self._context(question, profile, avoid, started),
                 excluded_dishes=question.excluded, tokenizer=self.generator.tokenizer,
                 budget=self.generator.max_context - self.generation.max_new_tokens,
             )
             notice = replies.TRUNCATED_NOTICE if built.question_truncated else None
-            drawn = await self._draw(question, started, built.text, avoid, on_partial)
+            drawn = await self._draw(question, started, built.text, avoid, on_partial, needs_dish=bool(profile.allergies))
             if drawn is None:
                 return Answer(started.pending.id, question.turn.id, replies.FAILED_TEXT, started.stored["seed"],
                               "failed", (), notice)
@@ -149,12 +152,28 @@ class Answerer:
             avoid.guard_words(IngredientGuard(self.ingredients, profile.allergies))
         return avoid
 
+    def _context(self, question: Question, profile: TasteProfile, avoid: AvoidList, started: _Started) -> str | None:
+        """The prompt's 맥락: the user's taste, and for a user with allergies a few catalog dishes that fit the
+        question and that nothing rules out ("후보: …", as the starter data writes candidates). An allergy to 밀 or 대두
+        bans hundreds of dishes while sampling; without candidates a small model often names none at all."""
+        lines = [profile.prompt_note()]
+        if profile.allergies and self.catalog is not None and hasattr(self.catalog, "dishes"):
+            rng = random.Random(started.stored["seed"])
+            pool = candidates(self.catalog, wishes_in(question.turn.text), avoid.dishes, CANDIDATES * 4, rng)
+            # the catalog's allergens stop at its columns; a name can still carry an ingredient word (콩나물국: 콩나물)
+            picks = [name for name in pool if not avoid.word_bans(name)][:CANDIDATES]
+            if picks:
+                lines.append(f"후보: {', '.join(picks)}")
+        return "\n".join(line for line in lines if line) or None
+
     def _dishes_in(self, text: str) -> tuple[str, ...]:
         return tuple(self.catalog.names_in(text)) if self.catalog is not None else ()
 
     async def _draw(self, question: Question, started: _Started, prompt: str, avoid: AvoidList,
-                    on_partial: DeltaCallback | None) -> Drawn | None:
-        """Sample until an answer names nothing it must not (bounded). None when generation failed (stored so)."""
+                    on_partial: DeltaCallback | None, *, needs_dish: bool = False) -> Drawn | None:
+        """Sample until an answer names nothing it must not (bounded). None when generation failed (stored so).
+        With `needs_dish` (a user with allergies), an answer that names no catalog dish is drawn again too, softly:
+        an allergy must not buy its safety by recommending nothing."""
         pending = started.pending.id
         request = GenerationRequest(prompt=prompt, seed=started.stored["seed"], **asdict(self.generation),
                                     avoid=avoid.spellings(self.catalog))
@@ -165,10 +184,16 @@ class Answerer:
 
         fit = request_check(question.turn.text, self.catalog) if self.check_fit else None
         wishes = list(fit.wishes) if fit is not None else []
+
+        def check(text: str) -> str | None:
+            if fit is not None and fit.misses(text):
+                return f"names no dish that fits {wishes}"
+            if needs_dish and self.catalog is not None and not self._dishes_in(text):
+                return "names no dish (the user has allergies)"
+            return None
+
         try:
-            return await self.drawer.draw(
-                request, avoid, Partial(on_partial), resampled,
-                check=lambda text: f"names no dish that fits {wishes}" if fit is not None and fit.misses(text) else None)
+            return await self.drawer.draw(request, avoid, Partial(on_partial), resampled, check=check)
         except GeneratorBusy as exc:
             if question.retry_of is not None:
                 await self.store.delete_turn(pending)  # nothing ran; the retry is undone whole

@@ -91,8 +91,8 @@ class AllergenIngredients:
     def _words_in(self, stem: str) -> tuple[str, ...]:
         if stem in self.carried:
             return (stem,)
-        if stem in NOT_COMPOUNDS:
-            return ()
+        if any(stem.startswith(word) and (stem == word or stem[len(word):] in PARTICLE_ENDS) for word in NOT_COMPOUNDS):
+            return ()  # 햄버거를 is no 햄
         return _split(stem, self._pieces, self.carried)
 
     def __len__(self) -> int:
