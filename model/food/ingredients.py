@@ -30,7 +30,7 @@ NOUN_TAGS = frozenset({"NNG", "NNP"})
 HEADS = frozenset(
     "국 죽 탕 찌개 전골 볶음 구이 전 조림 무침 말이 채 초밥 밥 덮밥 볶음밥 김밥 국밥 면 빵 소스 장 살 맛살 깡 튀김 "
     "샐러드 라떼 케이크 크림 잼 수프 스프 국수 젓 가루 즙 차 티 주스 파스타 피자 버거 만두 까스 가스 스테이크 찜 냉채 "
-    "꼬치 칩 쿠키 과자 떡 묵 국물 육수 요리 갈비 강정 발 버터 파이 타르트 라면 우동 볶이 무스 푸딩 빙수 셰이크 쉐이크 "
+    "꼬치 칩 쿠키 과자 떡 묵 국물 육수 요리 갈비 강정 발 두루치기 버터 파이 타르트 라면 우동 볶이 무스 푸딩 빙수 셰이크 쉐이크 "
     "스무디 칼국수 수제비 부침 부침개 전병 꼬치구이 구이용 젓갈 조개 알 완자 롤 랩 토스트 샌드위치 조각".split()
 )
 # What precedes an ingredient inside one compound noun (생+굴, 건+새우, 훈제+연어).
@@ -38,7 +38,7 @@ MODIFIERS = frozenset("생 건 훈제 통 냉동 마른 자반 방울 흑 왕 �
 # Whole lemmas that split into known pieces but are ordinary words or dishes without the allergen in that piece.
 # A particle Kiwi read into the noun ("게로", "굴과") may end a compound.
 PARTICLE_ENDS = frozenset("은 는 이 가 을 를 과 와 도 만 로 으로 랑 이랑 에 의 나 이나 처럼 하고 까지 부터 보다".split())
-NOT_COMPOUNDS = frozenset({"햄버거", "국면", "장면", "면발"})
+NOT_COMPOUNDS = frozenset({"햄버거", "국면", "장면", "면발", "수유부", "비상사태", "윈도우"})
 
 
 class IngredientsError(ValueError):
@@ -100,11 +100,14 @@ class AllergenIngredients:
 
 
 def _split(form: str, pieces: frozenset[str], carried: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """The ingredient words of a compound noun that splits wholly into known pieces (longest pieces first); ()
-    when it does not split. A one-syllable word counts only after modifiers alone (생굴, 꽃게) or at the start."""
+    """The ingredient words of a compound noun that splits wholly into known pieces (longest pieces first), or else
+    that ends in a word of two syllables or more after any first part (순두부, 마파두부, 칼국수, 아이스크림: the part
+    before it only says which kind); () when neither. A one-syllable word counts only after modifiers alone (생굴,
+    꽃게) or at the start."""
     parts = _segments(form, pieces)
     if parts is None or len(parts) < 2:
-        return ()
+        return _ending_in(form, carried)
+    ending = _ending_in(form, carried)
     found = []
     for i, part in enumerate(parts):
         if part not in carried:
@@ -112,7 +115,7 @@ def _split(form: str, pieces: frozenset[str], carried: Mapping[str, tuple[str, .
         if len(part) == 1 and not all(p in MODIFIERS and p not in carried for p in parts[:i]):
             continue
         found.append(part)
-    return tuple(found)
+    return tuple(dict.fromkeys((*found, *ending)))
 
 
 @lru_cache(maxsize=4096)
@@ -129,8 +132,9 @@ def noun_stems(text: str) -> tuple[tuple[str, bool], ...]:
         word_end = _word_end(text, token.start)
         starts_word = i == 0 or token.start == 0 or text[token.start - 1].isspace()
         after_particle = i > 0 and tokens[i - 1].tag[0] in "JE" and tokens[i - 1].start < token.start
+        inner_noun = token.tag in NOUN_TAGS and token.len > 1  # 막/MAG + 국수: a noun of its own inside a word
         root = token.tag.startswith("XR")
-        if not (starts_word or after_particle) or not (root or _noun_like(tokens, i)):
+        if not (starts_word or after_particle or inner_noun) or not (root or _noun_like(tokens, i)):
             continue
         cut = next((t.start for t in tokens[i + 1:] if (t.start < word_end and t.tag[0] in "JE") or t.tag in _CUT_TAGS),
                    word_end)
@@ -157,6 +161,15 @@ def _noun_like(tokens: list, i: int) -> bool:
     if tag == "NNB":  # 게 read as 것 (게 어때요?), unless it is 것 after a modifier ending (맛있는 게)
         return i == 0 or tokens[i - 1].tag != "ETM"
     return False
+
+
+def _ending_in(form: str, carried: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    bodies = [form, *(form[: -len(p)] for p in PARTICLE_ENDS if form.endswith(p) and len(form) > len(p))]
+    for body in bodies:
+        for start in range(1, len(body) - 1):
+            if body[start:] in carried:
+                return (body[start:],)
+    return ()
 
 
 @lru_cache(maxsize=8192)
