@@ -7,7 +7,10 @@ ConversationService, SQLite store, dish catalog, phrase ban and the demo model (
 uses the same one), with a simulated clock for the days.
 
 Measured on every answer the users saw (first answers and "다른 거" alike):
-- allergen violations: the answer names a catalog dish carrying one of the user's allergens (target 0);
+- allergen violations: the answer names a catalog dish carrying one of the user's allergens, or an ingredient word that
+  carries one (data/allergen_ingredients.csv, by morphology: 두부 for 대두, 치즈 for 우유) (target 0);
+- names a safe dish: the answer names a catalog dish and none carrying the user's allergens (the baseline: names any
+  catalog dish); an allergy must not buy its safety by recommending nothing (target: within 5 points);
 - diet conflicts / dislike conflicts: it names a dish the catalog says conflicts, unasked;
 - repeats: it names a dish already named to this user within the last 7 days, unasked (target 0);
 - fallbacks: every sample named an allergen dish, so the user got a polite refusal instead;
@@ -43,8 +46,10 @@ from bot.service.conversation import ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
 from bot.store.database import run_upgrade  # noqa: E402
 from bot.store.history import Store  # noqa: E402
-from bot.taste.profile import TasteItem, allergy, diet, diet_conflict  # noqa: E402
+from bot.taste import replies as taste_replies  # noqa: E402
+from bot.taste.profile import ALLERGEN_ORDER, TasteItem, allergy, diet, diet_conflict  # noqa: E402
 from model import DishCatalog  # noqa: E402
+from model.food.ingredients import AllergenIngredients  # noqa: E402
 
 QUESTIONS = [
     "점심 메뉴 추천해줘", "비 오는 날 뭐 먹지", "야식 추천해줘", "해장하고 싶어", "혼밥하기 좋은 메뉴 알려줘",
@@ -54,7 +59,7 @@ QUESTIONS = [
     "든든한 한 끼 추천해줘", "고기 말고 다른 거 추천", "데이트 메뉴 추천해줘", "출출한데 간식 뭐 먹지",
     "김치찌개 맛있게 먹는 법 알려줘", "떡볶이 먹고 싶다", "칼국수 어때?",
 ]
-ALLERGEN_POOL = ["새우", "땅콩", "밀", "대두", "달걀", "우유", "게", "조개류", "메밀", "복숭아", "오징어", "토마토"]
+ALLERGEN_POOL = list(ALLERGEN_ORDER)  # all 19 categories of the labelling law
 DIET_POOL = ["veg", "nopork", "light", "vegan", "nobeef"]
 DIET_WORDS = {"veg": "요즘 채식 중이야", "vegan": "저 비건이에요", "nopork": "돼지고기는 안 먹어",
               "nobeef": "소고기는 안 먹어요", "light": "요즘 다이어트 중이야"}
@@ -138,7 +143,10 @@ async def remember_tastes(service: ConversationService, users: list[User]) -> in
             asked = await service.reply(user.id, user.id, statement)
             if asked.status == "ask":
                 await service.settle_taste(user.id, user.id, asked.question_turn_id, True)
-        understood += set((await service.taste.store.profile(user.id)).items) == user.items
+        read = set((await service.taste.store.profile(user.id)).items)
+        understood += read == user.items
+        if not user.items <= read:  # the guarantee is measured on the taste meant; what was misheard is set here
+            await service.taste.remember(user.id, user.items - read)
     return understood
 
 
@@ -164,10 +172,12 @@ async def run_week(variants: list[Variant], users: list[User], questions: int, s
 def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: timedelta) -> dict[str, float]:
     by_id = {u.id: u for u in users}
     history: dict[int, list[tuple[datetime, set[str]]]] = {}
-    counts = {"answers": 0, "allergen": 0, "diet": 0, "dislike": 0, "repeat": 0, "fallback": 0, "no_dish": 0}
+    counts = {"answers": 0, "allergen": 0, "ingredient": 0, "diet": 0, "dislike": 0, "repeat": 0, "fallback": 0,
+              "no_dish": 0, "safe_dish": 0}
     from bot.taste.parse import TasteReader
 
     rules = TasteReader.load(catalog).rules
+    table = AllergenIngredients.load()
     for s in seen:
         user = by_id[s.user]
         named = catalog.find(s.answer.text)
@@ -177,6 +187,11 @@ def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: tim
         counts["fallback"] += s.answer.fallback
         counts["no_dish"] += not named and not s.answer.fallback
         bad = [d.name for d in named if set(user.allergies) & set(d.allergens)]
+        counts["safe_dish"] += bool(named) and not bad and not s.answer.fallback
+        said = "" if s.answer.fallback else _without_check_line(s.answer.text, user.allergies)
+        if words := [h.word for h in table.find(said, user.allergies)]:
+            counts["ingredient"] += 1
+            s.problems["ingredient"] = words
         diet_bad = [d.name for d in named if diet_conflict(user.diet, d) and d.name not in asked]
         dislike_bad = [n for n in names - asked if n in rules.dishes_for(user.dislike[1])]
         recent = set().union(*(dishes for at, dishes in history.get(s.user, []) if s.at - at < window))
@@ -187,6 +202,11 @@ def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: tim
                 s.problems[key] = found
         history.setdefault(s.user, []).append((s.at, names))
     return counts
+
+
+def _without_check_line(text: str, allergies: list[str]) -> str:
+    """The answer without the bot's own "check the ingredients" line, which names the user's allergens on purpose."""
+    return text.replace(taste_replies.check_ingredients(allergies), "")
 
 
 def latency_row(seen: list[Seen]) -> tuple[float, float, float]:
@@ -261,22 +281,25 @@ def report(args: argparse.Namespace, users: list[User], catalog: DishCatalog, re
            understood: int, model_dir: Path) -> None:
     window = timedelta(days=7)
     rows = []
+    shares: dict[str, float] = {}
     for name, seen in results.items():
         counts = score(seen, users, catalog, window)
         p50, mean, attempts = latency_row(seen)
         n = counts["answers"]
+        shares[name] = 100 * (counts["safe_dish"] if name == "taste" else n - counts["no_dish"] - counts["fallback"]) / n
         rows.append([
             "taste remembered, variety 7 days" if name == "taste" else "baseline: nothing remembered, variety off",
-            n, counts["allergen"], counts["diet"], counts["dislike"], counts["repeat"],
-            f"{counts['fallback']} ({100 * counts['fallback'] / n:.1f} %)", f"{100 * counts['no_dish'] / n:.0f} %",
-            f"{attempts:.2f}", f"{p50:.0f} ms", f"{mean:.0f} ms",
+            n, counts["allergen"], counts["ingredient"], counts["diet"], counts["dislike"], counts["repeat"],
+            f"{counts['fallback']} ({100 * counts['fallback'] / n:.1f} %)", f"{shares[name]:.1f} %",
+            f"{100 * counts['no_dish'] / n:.0f} %", f"{attempts:.2f}", f"{p50:.0f} ms", f"{mean:.0f} ms",
         ])
     base, taste = results["baseline"], results["taste"]
     extra = 100 * (latency_row(taste)[1] / latency_row(base)[1] - 1)
-    table = markdown_table(["run", "answers", "allergen violations", "diet conflicts", "dislike conflicts",
-                            "repeats ≤ 7 days", "fallbacks", "no catalog dish", "samples / answer",
+    table = markdown_table(["run", "answers", "allergen dishes", "allergen ingredient words", "diet conflicts",
+                            "dislike conflicts", "repeats ≤ 7 days", "fallbacks",
+                            "names a dish (taste: a safe one)", "no catalog dish", "samples / answer",
                             "latency p50", "latency mean"], rows)
-    leaks = [s for s in taste if "allergen" in s.problems]
+    leaks = [s for s in taste if "allergen" in s.problems or "ingredient" in s.problems]
     examples = [f"- user {s.user}, \"{s.question}\"{' (다른 거)' if s.retry else ''}: {s.problems}, after "
                 f"{s.attempts} sample(s): \"{s.answer.text[:80]}\"" for s in taste if s.problems][:8]
     body = "\n".join([
@@ -289,13 +312,15 @@ def report(args: argparse.Namespace, users: list[User], catalog: DishCatalog, re
         "", f"- Command: `{command_line()}`", f"- Machine: {cpu_line()}", f"- Date: {today()}",
         f"- Statements read exactly as meant: {understood} of {len(users)} users (3 statements each)", "", table, "",
         f"Extra latency of the avoidance (mean per answer, taste vs baseline): {extra:+.0f} %. "
-        f"Allergen violations with taste: {len(leaks)} (target 0).",
+        f"Allergen violations with taste, dish or ingredient word: {len(leaks)} over {len(taste)} answers (target 0). "
+        f"Names a safe catalog dish: {shares['taste']:.1f} % against the baseline's {shares['baseline']:.1f} % naming "
+        f"a dish ({shares['taste'] - shares['baseline']:+.1f} points; target within 5).",
     ])
     if examples:
         body += "\n\nSoft misses with taste on (kept after the resample bound, or a repeat):\n" + "\n".join(examples)
     print(body)
     if args.docs:
-        append_docs("## Taste: a scripted week (allergies, diet, dislikes, variety)", body)
+        append_docs("## Taste: a scripted week, the guarantee down to the ingredient (issue 23)", body)
 
 
 def model_line(model_dir: Path) -> str:

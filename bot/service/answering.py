@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.service import replies
 from bot.service.contract import Answer, ConversationBusy, DeltaCallback, DishNames, TextGenerator
-from bot.service.drawing import AnswerDrawer, AvoidList, Drawn, Partial
+from bot.service.drawing import AnswerDrawer, AvoidList, Drawn, IngredientGuard, Partial
 from bot.service.taste import TasteDesk
 from bot.settings import GenerationDefaults
 from bot.store.history import HISTORY_LIMIT, QuestionGone, Recommended, Store
@@ -23,11 +24,14 @@ from bot.store.schema import Turn
 from bot.taste import replies as taste_replies
 from bot.taste.profile import TasteItem, TasteProfile
 from model import AdapterInfo, GenerationRequest, GeneratorBusy, PromptTurn, SafetyNotes, build_prompt, request_check
+from model.food.fit import candidates, wishes_in
+from model.food.ingredients import AllergenIngredients
 from model.food.safety import SafetyVerdict
 
 log = logging.getLogger(__name__)
 
 BUSY_REASON = "busy: the generator queue is full"
+CANDIDATES = 3  # safe catalog dishes offered in the prompt to a user with allergies
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,11 @@ def prompt_turns(turns: Sequence[Any], before_id: int) -> list[PromptTurn]:
 class Answerer:
     def __init__(self, store: Store, generator: TextGenerator, drawer: AnswerDrawer, *, generation: GenerationDefaults,
                  catalog: DishNames | None, safety: SafetyNotes | None, taste: TasteDesk | None,
-                 seed_source: Callable[[], int], check_fit: bool = True) -> None:
+                 seed_source: Callable[[], int], check_fit: bool = True,
+                 ingredients: AllergenIngredients | None = None) -> None:
         self.store, self.generator, self.drawer = store, generator, drawer
+        # ingredient words that carry an allergen: an allergy bans them like the dishes (bot/service/drawing.py)
+        self.ingredients = ingredients if ingredients is not None else AllergenIngredients.load()
         self.generation, self.catalog, self.safety, self.taste = generation, catalog, safety, taste
         self.seed_source = seed_source
         self.check_fit = check_fit  # resample an answer that names no dish fitting what was asked (model/food/fit.py)
@@ -88,12 +95,12 @@ class Answerer:
             profile = started.profile.with_items(question.one_off)
             avoid = await self._avoid(question, profile, started.recent, verdict)
             built = build_prompt(
-                started.history, question.turn.text, context=profile.prompt_note() or None,
+                started.history, question.turn.text, context=self._context(question, profile, avoid, started),
                 excluded_dishes=question.excluded, tokenizer=self.generator.tokenizer,
                 budget=self.generator.max_context - self.generation.max_new_tokens,
             )
             notice = replies.TRUNCATED_NOTICE if built.question_truncated else None
-            drawn = await self._draw(question, started, built.text, avoid, on_partial)
+            drawn = await self._draw(question, started, built.text, avoid, on_partial, needs_dish=bool(profile.allergies))
             if drawn is None:
                 return Answer(started.pending.id, question.turn.id, replies.FAILED_TEXT, started.stored["seed"],
                               "failed", (), notice)
@@ -141,14 +148,32 @@ class Answerer:
         avoid = avoid.asked(self._dishes_in(question.turn.text))
         if verdict is not None and self.catalog is not None:
             avoid.add(verdict.avoided_dishes(self.catalog), "safety note")  # e.g. raw fish in pregnancy
+        if profile.allergies:
+            avoid.guard_words(IngredientGuard(self.ingredients, profile.allergies))
         return avoid
+
+    def _context(self, question: Question, profile: TasteProfile, avoid: AvoidList, started: _Started) -> str | None:
+        """The prompt's 맥락: the user's taste, and for a user with allergies a few catalog dishes that fit the
+        question and that nothing rules out ("후보: …", as the starter data writes candidates). An allergy to 밀 or 대두
+        bans hundreds of dishes while sampling; without candidates a small model often names none at all."""
+        lines = [profile.prompt_note()]
+        if profile.allergies and self.catalog is not None and hasattr(self.catalog, "dishes"):
+            rng = random.Random(started.stored["seed"])
+            pool = candidates(self.catalog, wishes_in(question.turn.text), avoid.dishes, CANDIDATES * 4, rng)
+            # the catalog's allergens stop at its columns; a name can still carry an ingredient word (콩나물국: 콩나물)
+            picks = [name for name in pool if not avoid.word_bans(name)][:CANDIDATES]
+            if picks:
+                lines.append(f"후보: {', '.join(picks)}")
+        return "\n".join(line for line in lines if line) or None
 
     def _dishes_in(self, text: str) -> tuple[str, ...]:
         return tuple(self.catalog.names_in(text)) if self.catalog is not None else ()
 
     async def _draw(self, question: Question, started: _Started, prompt: str, avoid: AvoidList,
-                    on_partial: DeltaCallback | None) -> Drawn | None:
-        """Sample until an answer names nothing it must not (bounded). None when generation failed (stored so)."""
+                    on_partial: DeltaCallback | None, *, needs_dish: bool = False) -> Drawn | None:
+        """Sample until an answer names nothing it must not (bounded). None when generation failed (stored so).
+        With `needs_dish` (a user with allergies), an answer that names no catalog dish is drawn again too, softly:
+        an allergy must not buy its safety by recommending nothing."""
         pending = started.pending.id
         request = GenerationRequest(prompt=prompt, seed=started.stored["seed"], **asdict(self.generation),
                                     avoid=avoid.spellings(self.catalog))
@@ -159,10 +184,16 @@ class Answerer:
 
         fit = request_check(question.turn.text, self.catalog) if self.check_fit else None
         wishes = list(fit.wishes) if fit is not None else []
+
+        def check(text: str) -> str | None:
+            if fit is not None and fit.misses(text):
+                return f"names no dish that fits {wishes}"
+            if needs_dish and self.catalog is not None and not self._dishes_in(text):
+                return "names no dish (the user has allergies)"
+            return None
+
         try:
-            return await self.drawer.draw(
-                request, avoid, Partial(on_partial), resampled,
-                check=lambda text: f"names no dish that fits {wishes}" if fit is not None and fit.misses(text) else None)
+            return await self.drawer.draw(request, avoid, Partial(on_partial), resampled, check=check)
         except GeneratorBusy as exc:
             if question.retry_of is not None:
                 await self.store.delete_turn(pending)  # nothing ran; the retry is undone whole
@@ -195,7 +226,8 @@ class Answerer:
         await self.store.finish_answer(pending, status="ok", text=final, recommended=recommended, **values)
         self.answered += 1
         shown = final or replies.EMPTY_TEXT
-        if profile.allergies and not drawn.dishes:
+        if profile.allergies and not drawn.dishes and not _cautions(shown):
+            # nothing the catalog vouches for: one short line, unless the answer already says to check
             shown = f"{shown}\n\n{taste_replies.check_ingredients(profile.allergies)}"
         return Answer(pending, question.turn.id, shown, drawn.request.seed, "ok", drawn.dishes, notice,
                       can_vote=bool(values["completion"]))
@@ -205,12 +237,21 @@ class Answerer:
         """Every sample named a dish with one of the user's allergens: the turn fails; the user gets a refusal."""
         named = [b.dish for b in drawn.blocked]
         allergens = [a for a in profile.allergies if any(f"allergy:{a}" in b.reasons for b in drawn.blocked)]
-        asked = bool(avoid.guaranteed & set(self._dishes_in(question.turn.text)))
+        asked = bool(avoid.guaranteed & set(self._dishes_in(question.turn.text)) or avoid.word_bans(question.turn.text))
         log.warning("turn %d: %d samples all named allergen dishes %s; fallback shown", turn_id, drawn.attempts, named)
         await self.store.finish_answer(turn_id, status="failed", error=f"allergy guarantee: samples named {named}",
                                        **values)
         text = taste_replies.fallback(allergens or profile.allergies, asked_for_it=asked)
         return Answer(turn_id, question.turn.id, text, drawn.request.seed, "failed", (), notice, fallback=True)
+
+
+CAUTION_WORDS = ("확인", "주의")
+
+
+def _cautions(text: str) -> bool:
+    """Does the answer already carry a line that tells the user to check or beware (the model's own, or a safety
+    note's)? A second one would stack cautions."""
+    return any(word in text for word in CAUTION_WORDS)
 
 
 def _outcome(drawn: Drawn, prompt: str) -> dict[str, Any]:

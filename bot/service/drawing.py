@@ -7,6 +7,12 @@ user never sees an answer naming the dish, whatever it costs) or soft (steering:
 names one). Soft bans from taste and variety are lifted when the question asks for the dish by name. The list gives
 the generator every catalog spelling to ban while sampling (GenerationRequest.avoid).
 
+`IngredientGuard`: an allergy reaches past catalog dishes to the ingredient words that carry it (두부 for 대두, 치즈 for
+우유; data/allergen_ingredients.csv, found by morphology in model/food/ingredients.py). A word the answer names is a
+guaranteed ban like an allergen dish: watched while streaming, resampled, refused past the bound. Words of two
+syllables or more are also banned while sampling; one-syllable words (게, 굴, 빵) are not, since a byte-level ban of 게
+would also forbid 맛있게: they are caught by the check instead.
+
 `AnswerDrawer`: a sample is watched while it streams: once its text names a banned catalog dish it is stopped, before
 that text reaches the user, and the next sample starts (the front end's preview starts over). A complete sample is
 checked again as a whole. After `max_resamples` extra samples the last one is watched for guarantees only: it may
@@ -21,10 +27,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from bot.service.contract import DeltaCallback, DishNames, TextGenerator
 from model import GenerationRequest, GenerationResult
+from model.food.ingredients import AllergenIngredients
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +47,39 @@ class Ban:
     unless_asked: bool = False  # lifted when the question names the dish
 
 
+@dataclass(frozen=True)
+class IngredientGuard:
+    """The ingredient words a user's allergies rule out, and how to find them in a text."""
+
+    table: AllergenIngredients
+    allergens: tuple[str, ...]
+
+    @cached_property
+    def _words(self) -> tuple[str, ...]:
+        return tuple(self.table.words_for(self.allergens))
+
+    def bans(self, text: str) -> list[Ban]:
+        """A guaranteed ban for each ingredient word `text` names that carries one of the allergens."""
+        # Every word found is written out in the text, so a plain look first spares Kiwi most streamed deltas
+        # (4 ms a window on the loaded dev box, 26 windows an answer).
+        if not self.allergens or not text or not any(word in text for word in self._words):
+            return []
+        return [Ban(hit.word, tuple(f"allergy:{a}" for a in hit.allergens), guarantee=True)
+                for hit in self.table.find(text, self.allergens)]
+
+    def spellings(self) -> tuple[str, ...]:
+        return tuple(w for w in self.table.words_for(self.allergens) if len(w) > 1)
+
+
 class AvoidList:
-    def __init__(self, bans: Iterable[Ban] = ()) -> None:
+    def __init__(self, bans: Iterable[Ban] = (), words: IngredientGuard | None = None) -> None:
         self._bans: dict[str, Ban] = {}
+        self.words = words  # ingredient words guaranteed out of the answer (allergies), besides the dishes
         for ban in bans:
             self._merge(ban)
+
+    def guard_words(self, guard: IngredientGuard) -> None:
+        self.words = guard
 
     def add(self, dishes: Iterable[str], reason: str, *, guarantee: bool = False, unless_asked: bool = False) -> None:
         for dish in dishes:
@@ -70,7 +105,7 @@ class AvoidList:
         lifted = {d for d in named if (b := self._bans.get(d)) is not None and b.unless_asked and not b.guarantee}
         if not lifted:
             return self
-        return AvoidList(b for b in self if b.dish not in lifted)
+        return AvoidList((b for b in self if b.dish not in lifted), self.words)
 
     def __iter__(self) -> Iterator[Ban]:
         return iter(self._bans.values())
@@ -92,9 +127,14 @@ class AvoidList:
     def guaranteed(self) -> frozenset[str]:
         return frozenset(d for d, b in self._bans.items() if b.guarantee)
 
-    def violations(self, dishes: Sequence[str], *, guarantees_only: bool = False) -> list[Ban]:
+    def violations(self, dishes: Sequence[str], *, guarantees_only: bool = False, text: str = "") -> list[Ban]:
+        """The bans `dishes` break, and the guaranteed ingredient words `text` names."""
         found = [self._bans[d] for d in dishes if d in self._bans]
-        return [b for b in found if b.guarantee] if guarantees_only else found
+        found = [b for b in found if b.guarantee] if guarantees_only else found
+        return found + (self.words.bans(text) if self.words is not None else [])
+
+    def word_bans(self, text: str) -> list[Ban]:
+        return self.words.bans(text) if self.words is not None else []
 
     def spellings(self, catalog: DishNames | None) -> tuple[str, ...]:
         """Every catalog spelling of every banned dish, guarantees first, for the generator to ban while sampling."""
@@ -104,6 +144,8 @@ class AvoidList:
             for ban in self._bans.values():
                 if ban.guarantee is guaranteed:
                     found.extend(known.get(ban.dish) or (ban.dish,))
+            if guaranteed and self.words is not None:
+                found.extend(self.words.spellings())
         return tuple(dict.fromkeys(found))
 
     def reasons(self) -> dict[str, int]:
@@ -153,9 +195,9 @@ class AnswerDrawer:
         while True:
             last = attempts > self.max_resamples
             watch = avoid.guaranteed if last else avoid.dishes
-            text, result = await self._stream(request, partial, watch)
+            text, result = await self._stream(request, partial, watch, avoid)
             dishes = self.dishes_in(text)
-            broken = avoid.violations(dishes, guarantees_only=last)
+            broken = avoid.violations(dishes, guarantees_only=last, text=text)
             problem = check(text) if check is not None and result is not None and not broken and not last else None
             if problem is not None:
                 log.debug("sample %d %s: drawing again", attempts, problem)
@@ -171,16 +213,17 @@ class AnswerDrawer:
             request = replace(request, seed=self.seed_source())
             await on_resample(request, attempts)
 
-    async def _stream(self, request: GenerationRequest, partial: Partial,
-                      watch: frozenset[str]) -> tuple[str, GenerationResult | None]:
-        """Run one sample. Returns (text, result); result is None when it was stopped for naming a watched dish."""
+    async def _stream(self, request: GenerationRequest, partial: Partial, watch: frozenset[str],
+                      avoid: AvoidList) -> tuple[str, GenerationResult | None]:
+        """Run one sample. Returns (text, result); result is None when it was stopped for naming a watched dish or
+        a guaranteed ingredient word."""
         if self._cap is None:
-            return await self._sample(request, partial, watch)
+            return await self._sample(request, partial, watch, avoid)
         async with self._cap:
-            return await self._sample(request, partial, watch)
+            return await self._sample(request, partial, watch, avoid)
 
-    async def _sample(self, request: GenerationRequest, partial: Partial,
-                      watch: frozenset[str]) -> tuple[str, GenerationResult | None]:
+    async def _sample(self, request: GenerationRequest, partial: Partial, watch: frozenset[str],
+                      avoid: AvoidList) -> tuple[str, GenerationResult | None]:
         stream = self.generator.stream(request)  # raises GeneratorBusy at once when the queue is full
         text = ""
         try:
@@ -188,8 +231,8 @@ class AnswerDrawer:
                 text += delta
                 # Only the end can hold a new name: scan from a word start `reach` characters before the delta
                 # (longer than any spelling and its particles) instead of the whole text at every delta.
-                if watch and not watch.isdisjoint(self.dishes_in(text[_word_start(text, len(text) - len(delta)
-                                                                                 - self.reach):])):
+                tail = text[_word_start(text, len(text) - len(delta) - self.reach):]
+                if (watch and not watch.isdisjoint(self.dishes_in(tail))) or avoid.word_bans(tail):
                     await stream.aclose()
                     return text, None
                 await partial.send(text)

@@ -80,7 +80,10 @@ def fallback(allergens: Sequence[str], *, asked_for_it: bool) -> str:
 
 
 def check_ingredients(allergens: Sequence[str]) -> str:
-    """Added when the user has allergies and the answer names no dish the catalog knows (so nothing guaranteed)."""
+    """Added when the user has allergies and the answer names no dish the catalog knows (so nothing guaranteed). One
+    short line: past three allergens it names none (the user knows them; a list of 19 is noise)."""
+    if len(allergens) > 3:
+        return "※ 재료에 알레르기 성분이 들어 있지 않은지 꼭 확인해 주세요."
     return f"※ 재료에 알레르기 성분({_join(allergens)})이 들어 있지 않은지 꼭 확인해 주세요."
 
 

@@ -14,7 +14,8 @@ the last sample when its bound is reached, so a good answer about a rare dish co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,15 @@ def dish_fits(dish: Any, wishes: Iterable[str]) -> bool:
 def fitting_dishes(catalog: Iterable[Any], wishes: Iterable[str]) -> list[Any]:
     wishes = tuple(wishes)
     return [dish for dish in catalog if dish_fits(dish, wishes)]
+
+
+def candidates(catalog: Iterable[Any], wishes: Iterable[str], excluded: Container[str], count: int,
+               rng: random.Random) -> list[str]:
+    """Up to `count` catalog dishes that fit `wishes` (any dish when there are none) and are not `excluded`, drawn
+    at random: what the prompt offers a model that must steer around many dishes (an allergy to 밀 or 대두 rules
+    out hundreds), so that it still has something to recommend."""
+    pool = [dish.name for dish in (fitting_dishes(catalog, wishes) if wishes else catalog) if dish.name not in excluded]
+    return rng.sample(pool, min(count, len(pool)))
 
 
 def answer_fits(catalog: Any, answer: str, wishes: Sequence[str]) -> bool | None:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 # Words Kiwi splits or misreads without help (비건 → 비/VV 건/EC).
@@ -23,9 +24,14 @@ USER_WORDS: tuple[tuple[str, str], ...] = (
     ("갓난아기", "NNG"), ("대중교통", "NNG"), ("미성년자", "NNG"), ("민물고기", "NNG"), ("중학생", "NNG"),
     ("통포도", "NNG"), ("상온", "NNG"), ("아이", "NNG"), ("육회", "NNG"), ("물회", "NNG"), ("연어회", "NNG"),
     ("생고기", "NNG"), ("날계란", "NNG"), ("날달걀", "NNG"), ("돌쟁이", "NNG"), ("반신욕", "NNG"), ("금식", "NNG"),
-    ("군것질", "NNG"), ("꿀떡", "NNG"), ("대리운전", "NNG"), ("대장내시경", "NNG"), ("위내시경", "NNG"), ("어린아이", "NNG"),
+    ("군것질", "NNG"), ("꿀떡", "NNG"), ("대리운전", "NNG"), ("대장내시경", "NNG"), ("위내시경", "NNG"), ("어린아이", "NNG"), ("밀당", "NNG"), ("수유부", "NNG"),
 )  # fmt: skip
 _lock = threading.Lock()
+# Ingredient words that carry an allergen (model/food/ingredients.py) are nouns to Kiwi too, so that "털게는" is 털게 and
+# not 털다 + 게; a low score, so that they only win where Kiwi had no better reading. Not these: they are also common
+# verbs or words ("대하여", "사태가"), and Kiwi already reads them as nouns where they are food.
+INGREDIENT_TABLE = Path(__file__).resolve().parents[2] / "data" / "allergen_ingredients.csv"
+NOT_USER_WORDS = frozenset({"사태", "양지", "차돌"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,20 @@ def kiwi() -> Any:
         analyser = Kiwi()
         for word, tag in USER_WORDS:
             analyser.add_user_word(word, tag, 5.0)  # a high score: the word wins over splits in any sentence
+        for word in _ingredient_words():
+            analyser.add_user_word(word, "NNG", 0.0)
     return analyser
+
+
+def _ingredient_words() -> list[str]:
+    import csv
+
+    try:
+        with open(INGREDIENT_TABLE, encoding="utf-8-sig", newline="") as f:
+            words = [row[1].strip() for row in list(csv.reader(f))[1:] if len(row) > 1]
+    except FileNotFoundError:  # the ingredient table reports its own absence when it is loaded
+        return []
+    return [w for w in dict.fromkeys(words) if len(w) > 1 and w not in NOT_USER_WORDS]
 
 
 def warm_up_morphology() -> None:
