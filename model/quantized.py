@@ -169,14 +169,18 @@ def save_quantized(model: nn.Module, tokenizer: Any, out: Path, kind: str, group
 def load_prepared(folder: Path, marker: dict[str, Any]) -> nn.Module:
     """Build the model from config with no full-precision weights, put the quantised layers in, read the file."""
     from accelerate import init_empty_weights
-    from safetensors.torch import load_file
+    from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(folder)
     with init_empty_weights(include_buffers=False):  # rotary tables are buffers computed here, not read
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     empty_quantized(model, marker["kind"], int(marker["group_size"]), set(marker["layers"]))
-    missing, _ = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False, assign=True)
+    # Copies: safetensors hands out views at unaligned offsets of the file, and the int8 kernel
+    # crashes (SIGSEGV) on an unaligned weight for some batch sizes.
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        state = {key: f.get_tensor(key).clone() for key in f.keys()}
+    missing, _ = model.load_state_dict(state, strict=False, assign=True)
     if missing:
         raise ValueError(f"the prepared folder lacks {len(missing)} weights (first: {missing[0]})")
     return model.eval()
