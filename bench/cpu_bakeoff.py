@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import append_docs, command_line, cpu_line, markdown_table, quiet_benchmark, today, versions
 
 SECTION = "## 22: the CPU bake-off at the 5.8B shape"
+SECTION_FOLLOWUP = "## 22: follow-up turns on the CPU path (prefix reuse)"
 PATHS = ("bf16", "int8", "int4", "llama.cpp")
 TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 RANK = 16
@@ -137,11 +138,51 @@ def ours(kind: str, base: Path, workdir: Path, adapter: Path) -> dict:
             "merged": kind == "bf16"}
 
 
+def followup(kind: str, workdir: Path, adapter: Path) -> dict:
+    """Time to first token: a first turn of 60 tokens, then a follow-up (300-token history + a 20-token question)
+    with the history's K/V kept, and the same follow-up with nothing kept (a whole prefill)."""
+    import asyncio
+
+    from bench.real_shape_cpu import prompt_near
+    from model.loading import load_model
+    from model.serving.generator import Generator
+    from model.types import GenerationRequest
+
+    loaded = load_model(str(workdir / kind), adapter=adapter, quantization=kind, device="cpu")
+    tok = loaded.tokenizer
+    history, question = prompt_near(tok, 300), prompt_near(tok, 20)
+
+    def request(text: str) -> GenerationRequest:
+        return GenerationRequest(text, seed=0, max_new_tokens=1, stop=())
+
+    async def run() -> dict:
+        reusing = Generator(loaded, max_batch_size=1, prefix_cache_mib=1024)
+        try:
+            first = await reusing.generate(request(prompt_near(tok, CHAT_PROMPT)))
+            await reusing.generate(request(history))  # turn 1: its K/V are kept
+            before = reusing._batch.prefix.reused_tokens
+            again = await reusing.generate(request(history + "\n" + question))
+            reused = reusing._batch.prefix.reused_tokens - before
+        finally:
+            await reusing.close()
+        plain = Generator(loaded, max_batch_size=1)
+        try:
+            whole = await plain.generate(request(history + "\n" + question))
+        finally:
+            await plain.close()
+        return {"first_60_s": first.ttft_s, "followup_reused_s": again.ttft_s, "followup_whole_s": whole.ttft_s,
+                "followup_tokens": again.prompt_tokens, "reused_tokens": reused}
+
+    return asyncio.run(run())
+
+
 def child_main(args: argparse.Namespace) -> int:
     quiet_benchmark()
     workdir, base = args.workdir, args.base
     adapter = workdir / "lora-r16"
-    if args.child == "llama.cpp":
+    if args.child == "followup":
+        result = followup("int4", workdir, adapter)
+    elif args.child == "llama.cpp":
         from bench.cpu_bakeoff_llama import llama_cpp
 
         result = llama_cpp(base, workdir, adapter)
@@ -202,7 +243,9 @@ def main() -> int:
                         help="bench/real_shape_cpu.py's random 5.8B checkpoint (built when missing)")
     parser.add_argument("--llama-path", type=Path, default=None, help="a folder holding xllamacpp and gguf")
     parser.add_argument("--append-docs", action="store_true")
-    parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--followup", action="store_true",
+                        help="only the follow-up-turn measurement (int4, prefix reuse) and its docs section")
+    parser.add_argument("--child", choices=(*PATHS, "followup"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child_main(args)
@@ -213,6 +256,8 @@ def main() -> int:
         build(args.base.parent)
     args.workdir.mkdir(parents=True, exist_ok=True)
     write_lora(args.base, args.workdir / "lora-r16")
+    if args.followup:
+        return followup_main(args)
     paths = [p for p in args.paths.split(",") if p]
     prepared = {kind: prepare(args.base, args.workdir, kind) for kind in ("int8", "int4") if kind in paths}
     if "llama.cpp" in paths:
@@ -234,6 +279,26 @@ def main() -> int:
     print(body)
     if args.append_docs:
         append_docs(SECTION, body)
+    return 0
+
+
+def followup_main(args: argparse.Namespace) -> int:
+    prepare(args.base, args.workdir, "int4")
+    load = os.getloadavg()
+    r = run_path("followup", args)
+    print(r, flush=True)
+    if "error" in r:
+        return 1
+    body = (f"`{command_line()}` · {today()} · {cpu_line()} · load average before the run {load[0]:.1f} / "
+            f"{load[1]:.1f} · {versions()}\n\nint4 path, rank-{RANK} LoRA, one slot. Time to first token:\n\n"
+            + markdown_table(["prompt", "prompt tokens", "time to first token"], [
+                ["first turn", CHAT_PROMPT, f"{r['first_60_s']:.1f} s"],
+                ["follow-up, history kept", r["followup_tokens"], f"{r['followup_reused_s']:.1f} s "
+                 f"({r['reused_tokens']} tokens reused)"],
+                ["follow-up, nothing kept", r["followup_tokens"], f"{r['followup_whole_s']:.1f} s"]]))
+    print(body)
+    if args.append_docs:
+        append_docs(SECTION_FOLLOWUP, body)
     return 0
 
 
