@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from model import GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
+from model.prompt import PromptTurn
 from model.quantized import WeightOnlyLinear
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,19 @@ def test_prepared_folder_loads_to_the_same_model(polyglot_model_dir: Path, prepa
         load_model(str(prepared_dir), quantization="none")
 
 
+def test_prepared_int8_folder_runs_every_batch_shape(polyglot_model_dir: Path, tmp_path: Path) -> None:
+    """Weights read from a file land at unaligned offsets unless copied; the int8 kernel crashed on those."""
+    from model.quantized import load_prepared, quantize_model, read_marker, save_quantized
+
+    loaded = load_model(str(polyglot_model_dir), quantization="none", dtype=torch.bfloat16, device="cpu")
+    quantize_model(loaded.model, "int8")
+    save_quantized(loaded.model, loaded.tokenizer, tmp_path / "int8", "int8", 128)
+    prepared = load_prepared(tmp_path / "int8", read_marker(tmp_path / "int8"))
+    for length in (1, 3, 8, 33):
+        ids = torch.arange(5, 5 + length)[None]
+        assert torch.equal(logits_of(prepared, ids), logits_of(loaded.model, ids))
+
+
 async def _texts(gen: Generator, requests: list[GenerationRequest]) -> list[str]:
     return [(await gen.generate(r)).text for r in requests]
 
@@ -146,3 +160,34 @@ async def test_reload_mid_stream_drops_nothing_on_int4(polyglot_model_dir: Path,
     names = [r.adapter.name for r in results]
     assert info.name == "mild" and "spicy" in names and "mild" in names, names
     assert [r.text for r in results] == [expected[n][i] for i, n in enumerate(names)]
+
+
+@pytest.mark.timeout(240)
+def test_mechuri_chat_runs_on_the_prepared_int4_folder(prepared_dir: Path, tmp_path: Path) -> None:
+    """What a CPU user runs: the folder `mechuri quantize` wrote, MECHURI_QUANTIZATION=int4, a follow-up turn."""
+    from test_chat_cli import answers_in, run_cli
+
+    db = tmp_path / "cpu.db"
+    out = run_cli(["chat", "--model", str(prepared_dir), "--database-url", f"sqlite+aiosqlite:///{db}"],
+                  "매운 요리 추천해줘\n다른 거\n더 가벼운 거 없어?\n",
+                  env={"HF_HUB_OFFLINE": "1", "MECHURI_QUANTIZATION": "int4"}, timeout=200)
+    assert len(answers_in(out)) == 3 and all(answers_in(out))
+
+
+async def test_the_bot_runtime_starts_the_int4_generator_with_prefix_reuse(prepared_dir: Path) -> None:
+    """`mechuri bot` and `mechuri chat` start their generator here: the CPU path, the prefix cache on."""
+    from bot.service.runtime import start_generator
+    from bot.settings import Settings
+
+    settings = Settings(model_base=str(prepared_dir), quantization="int4", telegram_bot_token="1:x")
+    gen = await start_generator(settings, device="cpu")
+    try:
+        assert gen.info().quantization == "int4" and gen.prefix_bytes == 1024 * 2**20
+        assert any(isinstance(m, WeightOnlyLinear) for m in gen.loaded.model.modules())
+        first = await gen.generate(GenerationRequest(prompt("해장 추천"), seed=1, max_new_tokens=12))
+        assert first.text
+        follow = build_prompt([PromptTurn("해장 추천", first.text)], "다른 거").text
+        await gen.generate(GenerationRequest(follow, seed=2, max_new_tokens=12))
+        assert gen._batch.prefix.hits == 1
+    finally:
+        await gen.close()
