@@ -44,6 +44,15 @@ def status_gib(field: str) -> float:
     return kb / 2**20
 
 
+def cpu_model() -> str:
+    """/proc/cpuinfo's model name and the vector extensions the kernels may use."""
+    info = Path("/proc/cpuinfo").read_text()
+    name = re.search(r"model name\s*:\s*(.+)", info)
+    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if "flags" in info else set()
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({', '.join(simd)})"
+
+
 def write_lora(base: Path, out: Path, rank: int = RANK) -> Path:
     """A random rank-16 PEFT LoRA on all four modules of every layer, written directly (no 11 GB model needed)."""
     import torch
@@ -270,8 +279,8 @@ def main() -> int:
         rows.append(row(path, result, prepared))
     table = markdown_table(["path", "load", "resident (1 user) / peak", "single stream tok/s", "4 users tok/s (total)",
                             "prompt tok/s", "LoRA applied", "adapter"], rows)
-    body = (f"`{command_line()}` · {today()} · {cpu_line()} · load average before the run {load[0]:.1f} / "
-            f"{load[1]:.1f} (1 / 5 min) · {versions()}\n\nRandom weights at the exact Polyglot-ko-5.8B shape, a "
+    body = (f"`{command_line()}` · {today()} · {cpu_line()} · {cpu_model()} · load average before the run "
+            f"{load[0]:.1f} / {load[1]:.1f} (1 / 5 min) · {versions()}\n\nRandom weights at the exact Polyglot-ko-5.8B shape, a "
             f"random rank-{RANK} LoRA on all four modules, each path in its own process, run one after another. "
             f"Decode: {NEW_TOKENS} forced new tokens after a {CHAT_PROMPT}-token prompt (4 users: 4 such requests "
             f"at once); prompt: {PROMPT_TOKENS} tokens. Resident (1 user): after the single-stream run, with one "
