@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     model_base: str = "beomi/KoAlpaca-Polyglot-5.8B"
     adapters_dir: Path = Path("adapters")
     adapter: str | None = None
-    quantization: Literal["4bit", "8bit", "none"] = "4bit"
+    quantization: Literal["4bit", "8bit", "none", "int8", "int4"] = "4bit"
 
     max_new_tokens: int = Field(default=256, ge=1, le=POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS)
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=8, ge=1)
     max_queue: int = Field(default=64, ge=1)
     capture_decode: bool | None = None  # CUDA graphs for the decode step; unset: on with CUDA, off on CPU
+    # Finished turns' K/V kept for follow-up turns (0: off). 5.8B: about 0.46 MB a token, so 1 GiB ≈ 2,300 tokens.
+    prefix_cache_mib: int = Field(default=1024, ge=0)
     user_cooldown_s: float = Field(default=1.0, ge=0.0)
     max_concurrent: int = Field(default=32, ge=1)  # generations in flight across all users
     stream_edit_interval_s: float = Field(default=1.0, ge=1.0)  # Telegram allows about one edit a second per chat
@@ -231,7 +233,7 @@ class Settings(BaseSettings):
 _HINTS: dict[str, str] = {
     "admin_ids": "comma-separated Telegram user ids, e.g. 123,456",
     "allowed_ids": "comma-separated Telegram user ids, e.g. 123,456 (empty: everyone)",
-    "quantization": "one of 4bit, 8bit, none",
+    "quantization": "one of 4bit, 8bit, none (GPU or CPU), int8, int4 (the CPU path)",
     "stream_edit_interval_s": "seconds, at least 1",
     "max_new_tokens": f"at most {POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS}: the answer and a minimal prompt "
                       f"({MIN_PROMPT_TOKENS} tokens) must fit the model's {POLYGLOT_CONTEXT}-token context",

@@ -25,8 +25,9 @@ def add_model_flags(parser: argparse.ArgumentParser, *, model_required: bool = F
     parser.add_argument("--model", required=model_required, default=None if model_required else DEFAULT_BASE,
                         help=f"base model: a local save_pretrained folder or a hub id (default {DEFAULT_BASE})")
     parser.add_argument("--adapter", default=None, help="a PEFT LoRA adapter folder")
-    parser.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="none",
-                        help="4bit = NF4 with double quantisation (QLoRA); default none")
+    parser.add_argument("--quantization", choices=("4bit", "8bit", "none", "int8", "int4"), default="none",
+                        help="4bit = NF4 with double quantisation (QLoRA); int8/int4 = the CPU path (weight-only, "
+                             "torch kernels); default none")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when present)")
 
 
@@ -56,6 +57,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     adapter.add_argument("out", type=Path)
     adapter.add_argument("--seed", type=int, default=0)
     adapter.set_defaults(func=cmd_tiny_adapter)
+
+    quant = subparsers.add_parser(
+        "quantize", help="prepare a base model for the CPU path (int8/int4 weights, read as is at start-up)",
+        description="Quantise a base model's Linear weights for torch's CPU kernels and write a folder that "
+                    "MECHURI_MODEL_BASE can point at (with MECHURI_QUANTIZATION set to the same kind). Adapters stay "
+                    "separate: train and /reload them as before.")
+    quant.add_argument("model", help="the base model: a save_pretrained folder or a hub id")
+    quant.add_argument("out", type=Path, help="the folder to write")
+    quant.add_argument("--kind", choices=("int4", "int8"), default="int4", help="default int4 (fastest, smallest)")
+    quant.add_argument("--group-size", type=int, choices=(32, 64, 128, 256), default=128,
+                       help="int4: inputs per scale (default 128)")
+    quant.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from model.loading import load_base, load_tokenizer
+    from model.quantized import quantize_model, save_quantized
+    from model.types import ModelError
+
+    started = time.perf_counter()
+    try:
+        if (args.out / "config.json").exists():
+            raise ModelError(f"{args.out} already holds a model: choose a new folder")
+        tokenizer = load_tokenizer(args.model)
+        model = load_base(args.model, quantization="none", device="cpu", dtype=torch.bfloat16)
+        replaced = quantize_model(model, args.kind, args.group_size)
+        save_quantized(model, tokenizer, args.out, args.kind, args.group_size)
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(f.stat().st_size for f in args.out.iterdir()) / 2**30
+    print(f"{args.out}: {replaced} layers as {args.kind}, {size:.2f} GiB, in {time.perf_counter() - started:.0f} s. "
+          f"Serve it with MECHURI_MODEL_BASE={args.out} MECHURI_QUANTIZATION={args.kind}")
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """Loading a base model (hub id or local folder), optionally quantized, with an optional PEFT LoRA adapter.
 
-4-bit is NF4 with double quantisation and bf16 compute, as in QLoRA. Every failure a user can cause raises a
+4-bit is NF4 with double quantisation and bf16 compute, as in QLoRA. `int8` / `int4` are the CPU path: weight-only
+quantisation on torch's own kernels (model/quantized.py), from a bf16 checkpoint at load time or from a folder that
+`mechuri quantize` prepared. Every failure a user can cause raises a
 `ModelLoadError` or `AdapterError` whose message names the cause and the fix.
 """
 
@@ -23,7 +25,8 @@ from model.types import AdapterError, AdapterInfo, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("4bit", "8bit", "none")
+QUANTIZATIONS = ("4bit", "8bit", "none", "int8", "int4")
+WEIGHT_ONLY = ("int8", "int4")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -127,7 +130,7 @@ def quantization_config(quantization: str, device: str) -> Any:
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return None
+    return None  # none, or the weight-only CPU path (quantised after loading)
 
 
 def native_bf16(device: str) -> bool:
@@ -143,8 +146,8 @@ def default_dtype(quantization: str, device: str) -> Any:
 
     if device.startswith("cuda"):
         return torch.bfloat16 if native_bf16(device) else torch.float16
-    # bitsandbytes on CPU computes in bf16; a plain CPU model is fastest and exact in fp32.
-    return torch.bfloat16 if quantization == "4bit" else torch.float32
+    # bitsandbytes and the int4 kernel compute in bf16; a plain CPU model is fastest and exact in fp32.
+    return torch.bfloat16 if quantization in ("4bit", *WEIGHT_ONLY) else torch.float32
 
 
 def quiet_transformers() -> None:
@@ -164,6 +167,9 @@ def load_base(base: str, *, quantization: str = "none", device: str | None = Non
     quiet_transformers()
     local = check_base_folder(base)
     device = pick_device(device)
+    prepared = _prepared_kind(local, quantization)
+    if quantization in WEIGHT_ONLY:
+        return _load_weight_only(base, local, quantization, device, prepared)
     qconfig = quantization_config(quantization, device)
     kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(quantization, device)}
     if qconfig is not None:
@@ -180,6 +186,35 @@ def load_base(base: str, *, quantization: str = "none", device: str | None = Non
     if quantization == "4bit" and device == "cpu":
         keep_4bit_layout(model)
     model.eval()
+    return model
+
+
+def _prepared_kind(local: Path | None, quantization: str) -> dict[str, Any] | None:
+    from model.quantized import read_marker
+
+    marker = read_marker(local) if local is not None else None
+    if marker is not None and marker.get("kind") != quantization:
+        raise ModelLoadError(f"{local} was prepared by `mechuri quantize` as {marker.get('kind')}: set "
+                             f"MECHURI_QUANTIZATION={marker.get('kind')} (or --quantization), or give the original "
+                             "model folder")
+    return marker
+
+
+def _load_weight_only(base: str, local: Path | None, kind: str, device: str, marker: dict[str, Any] | None) -> Any:
+    """The CPU path: a prepared folder is read as is; a bf16 checkpoint is quantised layer by layer after loading."""
+    import torch
+
+    from model.quantized import load_prepared, quantize_model
+
+    if device != "cpu":
+        raise ModelLoadError(f"{kind} runs on torch's CPU kernels: on a GPU use MECHURI_QUANTIZATION=none or 4bit")
+    if marker is not None:
+        try:
+            return load_prepared(local, marker)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{local} is a broken prepared folder ({exc}): run `mechuri quantize` again") from exc
+    model = load_base(base, quantization="none", device=device, dtype=torch.bfloat16)
+    quantize_model(model, kind)
     return model
 
 

@@ -54,7 +54,7 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
     )
     check_fits_context(settings, loaded.max_context)
     return Generator(loaded, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
-                     capture=settings.capture_decode)
+                     capture=settings.capture_decode, prefix_cache_mib=settings.prefix_cache_mib)
 
 
 def load_catalog() -> DishCatalog | None:

@@ -1,6 +1,7 @@
 """The decode step, on fixed shapes: prefill newcomers into free slots, then one token for every busy slot.
 
     prefill(newcomers)   their prompts in one padded forward; each row's K/V is copied into its slot; first token
+                         (a prompt that starts with a kept prefix (prefix.py) runs only its remaining tokens)
     step(rows, window)   one forward of the first `rows` slots over `window` cache columns, then sampling
 
 `step` allocates nothing persistent, has no host sync, and reads every input from tensors that live as long as the
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from model.serving.prefix import Prefix, PrefixCache
 from model.serving.sampling import choose
 from model.serving.slots import ROW_FIELDS, SlotCache, SlotState
 from model.serving.utf8 import Utf8Table
@@ -42,7 +44,8 @@ class Newcomer:
 
 class DecodeBatch:
     def __init__(self, model: Any, *, slots: int, context: int, vocab_rows: int, token_bytes: Sequence[bytes],
-                 eos: int, pad: int, never: Sequence[int], device: str, capture: bool = False) -> None:
+                 eos: int, pad: int, never: Sequence[int], device: str, capture: bool = False,
+                 prefix_bytes: int = 0) -> None:
         self.model, self.slots, self.context, self.eos, self.pad = model, slots, context, eos, pad
         self.device = device
         self.state = SlotState(slots, vocab_rows, device)
@@ -57,11 +60,32 @@ class DecodeBatch:
         self.capture = capture and device.startswith("cuda")
         self._graphs: dict[tuple[int, int, bool], _Captured] = {}
         self._eager_mask = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") == "eager"
+        self.prefix = PrefixCache(prefix_bytes) if prefix_bytes > 0 else None
 
     # ----- prefill -----
 
     def prefill(self, newcomers: Sequence[Newcomer]) -> torch.Tensor:
         """Run the newcomers' prompts, fill their slots, and choose each one's first token (returned, on device)."""
+        found = [self.prefix.lookup(n.prompt_ids) if self.prefix is not None else None for n in newcomers]
+        logits: list[torch.Tensor | None] = [None] * len(newcomers)
+        fresh = [i for i, hit in enumerate(found) if hit is None]
+        if fresh:
+            for i, row in zip(fresh, self._prefill_fresh([newcomers[i] for i in fresh]), strict=True):
+                logits[i] = row
+        for i, hit in enumerate(found):
+            if hit is not None:
+                logits[i] = self._prefill_after(newcomers[i], *hit)
+        for n in newcomers:
+            self.state.start(n.slot, n.request, n.prompt_ids)
+        slots = torch.tensor([n.slot for n in newcomers], device=self.device)
+        tokens = choose(torch.stack(logits), self.state.pick(slots), allowed=self.allowed, utf8=self.utf8,
+                        eos=self.eos, sample=any(n.request.temperature > 0 for n in newcomers))
+        self.state.advance(slots, tokens, self.utf8.after)
+        self.state.active[slots] = 1
+        return tokens
+
+    def _prefill_fresh(self, newcomers: Sequence[Newcomer]) -> torch.Tensor:
+        """Whole prompts, left-padded into one forward. Returns each one's last logits."""
         from transformers import DynamicCache
 
         width = max(len(n.prompt_ids) for n in newcomers)
@@ -75,20 +99,41 @@ class DecodeBatch:
         prefilled = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=prefilled, use_cache=True,
                          logits_to_keep=1)
+        self._ensure_cache(prefilled)
+        for row, n in enumerate(newcomers):
+            self.cache.fill(n.slot, prefilled, row, width - len(n.prompt_ids), len(n.prompt_ids))
+        return out.logits[:, -1, :]
+
+    def _prefill_after(self, n: Newcomer, prefix: Prefix, length: int) -> torch.Tensor:
+        """The prompt's tokens past a kept prefix of `length` tokens, on top of that prefix's K/V."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
+            cache.update(keys[None, :, :length], values[None, :, :length], layer)  # copied on the next update
+        total = len(n.prompt_ids)
+        out = self.model(input_ids=torch.tensor([n.prompt_ids[length:]], device=self.device),
+                         attention_mask=torch.ones((1, total), dtype=torch.long, device=self.device),
+                         position_ids=torch.arange(length, total, device=self.device)[None], cache=cache,
+                         use_cache=True, logits_to_keep=1)
+        self._ensure_cache(cache)
+        self.cache.fill(n.slot, cache, 0, 0, total)
+        return out.logits[0, -1, :]
+
+    def _ensure_cache(self, prefilled: Any) -> None:
         if self.cache is None:
             keys = prefilled.layers[0].keys
             self.cache = SlotCache(len(prefilled.layers), self.slots, keys.shape[1], self.context, keys.shape[3],
                                    keys.dtype, keys.device)
             self.cache.write_at = self.state.position  # every step writes each row at its own position
-        for row, n in enumerate(newcomers):
-            self.cache.fill(n.slot, prefilled, row, width - len(n.prompt_ids), len(n.prompt_ids))
-            self.state.start(n.slot, n.request, n.prompt_ids)
-        slots = torch.tensor([n.slot for n in newcomers], device=self.device)
-        tokens = choose(out.logits[:, -1, :], self.state.pick(slots), allowed=self.allowed, utf8=self.utf8,
-                        eos=self.eos, sample=any(n.request.temperature > 0 for n in newcomers))
-        self.state.advance(slots, tokens, self.utf8.after)
-        self.state.active[slots] = 1
-        return tokens
+
+    def keep(self, slot: int, ids: Sequence[int]) -> None:
+        """Keep `slot`'s K/V for `ids` (what its cache holds: the prompt and the answer fed so far) for reuse."""
+        if self.prefix is None or self.cache is None or not ids:
+            return
+        count = len(ids)
+        self.prefix.store(Prefix(tuple(ids), [k[slot, :, :count].clone() for k in self.cache.keys],
+                                 [v[slot, :, :count].clone() for v in self.cache.values]))
 
     def release(self, slot: int) -> None:
         self.state.active[slot] = 0

@@ -100,10 +100,12 @@ class Generator:
         merge_adapter: bool | None = None,
         admission: str = "continuous",
         capture: bool | None = None,
+        prefix_cache_mib: int = 0,
     ) -> None:
         """`max_batch_size` slots decode together. `admission="static"` admits only into an empty batch (a batch runs
         to its end first), which is how the generator worked before continuous batching; benchmarks compare the two.
-        `capture` (default: on CUDA) replays the decode step as CUDA graphs."""
+        `capture` (default: on CUDA) replays the decode step as CUDA graphs. `prefix_cache_mib` > 0 keeps finished
+        requests' K/V up to that size, so a prompt that repeats one (a follow-up turn) prefills only what is new."""
         if admission not in ADMISSIONS:
             raise ValueError(f"admission must be one of {', '.join(ADMISSIONS)}")
         self.loaded = loaded
@@ -114,6 +116,7 @@ class Generator:
         self.batch_window_s = batch_window_ms / 1000
         self.admission = admission
         self.capture = loaded.device.startswith("cuda") if capture is None else capture
+        self.prefix_bytes = prefix_cache_mib * 2**20
         # Merging the adapter into fp weights makes serving as fast as the bare base; on a quantized base it is lossy.
         self.merge_adapter = loaded.quantization == "none" if merge_adapter is None else merge_adapter
         self._model = loaded.model
@@ -256,7 +259,7 @@ class Generator:
                 self._model, slots=self.max_batch_size, context=self.max_context, vocab_rows=vocab_rows,
                 token_bytes=self._token_bytes().by_id, eos=self.loaded.eos_token_id, pad=self.loaded.pad_token_id,
                 never=[*tok.all_special_ids, *tok.added_tokens_decoder], device=self.loaded.device,
-                capture=self.capture,
+                capture=self.capture, prefix_bytes=self.prefix_bytes,
             )
         return self._batch
 
@@ -300,6 +303,9 @@ class Generator:
         self._batch.release(a.slot)
 
     def _finish(self, a: _Active, reason: str, final_delta_sent: bool = False) -> None:
+        if self._batch.prefix is not None:
+            cached = int(self._batch.state.position[a.slot])  # prompt + the answer's tokens fed so far
+            self._batch.keep(a.slot, [*a.prompt_ids, *a.tracker.ids][:cached])
         self._free(a)
         job, tracker = a.job, a.tracker
         if not final_delta_sent:
@@ -347,6 +353,8 @@ class Generator:
         if self._batch is not None:  # the slots keep their memory; only the model under them changed
             self._batch.model = model
             self._batch.forget_captures()
+            if self._batch.prefix is not None:
+                self._batch.prefix.clear()  # kept K/V were computed with the old adapter
         log.info("adapter %s (version %s) is serving; loaded in %.3f s", info.name, info.version, info.load_seconds)
         return info
 
