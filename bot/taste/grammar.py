@@ -45,8 +45,8 @@ def fact_end(tokens: Sequence[Any], j: int, *, allow: tuple[str, ...], need_pred
         token, lemma = tokens[j], lemma_of(tokens[j])
         if lemma == "없다":
             return None
-        if token.tag in ("VV", "VA", "VCP", "XSV", "VX", "EP") or lemma in allow or token.tag in ("JKS", "JX"):
-            predicate = predicate or token.tag in ("VV", "VA", "VCP", "XSV", "VX")
+        if token.tag in ("VV", "VA", "VCP", "XSV", "XSA", "VX", "EP") or lemma in allow or token.tag in ("JKS", "JX"):
+            predicate = predicate or token.tag in ("VV", "VA", "VCP", "XSV", "XSA", "VX")
             j += 1
             continue
         if token.tag == "EC" and j + 1 < len(tokens) and tokens[j + 1].tag == "VX":  # 채식하고 있어, 먹지 않아
@@ -66,8 +66,10 @@ def fact_end(tokens: Sequence[Any], j: int, *, allow: tuple[str, ...], need_pred
     if token.tag == "ETM":  # "있는데" reads as 있 + 는 + 데: a connective, not a modifier
         if j + 1 < len(tokens) and tokens[j + 1].form == "데" and tokens[j + 1].tag == "NNB":
             return j + 2
+        if j + 1 < len(tokens) and tokens[j + 1].form in ("편", "체질"):  # "있는 편이에요", "못 먹는 체질이야"
+            return fact_end(tokens, j + 2, allow=("이다",))
         return None
-    if token.tag == "NNB" and token.form == "때문":
+    if token.tag == "NNB" and token.form in ("때문", "땜"):
         return j + 1
     return None
 
