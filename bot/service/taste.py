@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from model import DishCatalog
 
 log = logging.getLogger(__name__)
 
-MAX_STATEMENT_CHARS = 300
+MAX_STATEMENT_CHARS = 4096  # Telegram's longest message; the terminal may send more
 
 
 class TasteDesk:
@@ -34,6 +35,7 @@ class TasteDesk:
         self._rules = TasteRules(catalog)  # without the ingredient index until the reader is loaded
         self._reader: TasteReader | None = None
         self._loading: asyncio.Future[TasteReader] | None = None
+        self._kiwi_lock = threading.Lock()
         self._bans: dict[TasteProfile, AvoidList] = {}  # what each profile rules out, built once per profile
 
     # --- reading statements ---------------------------------------------------------------------------------------
@@ -60,15 +62,26 @@ class TasteDesk:
         return self._loading
 
     async def read(self, text: str) -> Statement | None:
-        # A statement is a sentence or two; analysing a 4,000-character message would hold the event loop.
-        if len(text) > MAX_STATEMENT_CHARS or not TasteReader.might_state(text):
+        """The statement in a message (its first MAX_STATEMENT_CHARS characters, a Telegram message's most), read
+        on a worker thread: about 22 ms per 1,000 characters, too long to hold the event loop."""
+        text = text[:MAX_STATEMENT_CHARS]
+        if not TasteReader.might_state(text):
             return None
         try:
             reader = await self.reader()
-            return reader.read(text)
+            return await asyncio.to_thread(self._read_locked, reader, text)
         except Exception:  # never lose a message over it: it is answered as a question
             log.exception("reading a taste statement failed; the message is answered as a question")
             return None
+
+    def _read_locked(self, reader: TasteReader, text: str) -> Statement | None:
+        with self._kiwi_lock:  # one analysis at a time: Kiwi is shared by the process
+            return reader.read(text)
+
+    @staticmethod
+    def cut(text: str) -> bool:
+        """Was part of a statement left unread ("say plainly that nothing was saved")?"""
+        return len(text) > MAX_STATEMENT_CHARS and TasteReader.might_state(text[MAX_STATEMENT_CHARS:])
 
     # --- what a profile bans -----------------------------------------------------------------------------------
 

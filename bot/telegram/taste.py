@@ -68,16 +68,17 @@ async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await toast(context, update, tg.BAD_BUTTON)
         return
     await toast(context, update)
-    accept, turn_id = parsed
+    choice, turn_id = parsed
+    accept, unsure_as = choice != "n", "dislike" if choice == "d" else "allergy"
     chat, user_id = message.chat, query.from_user.id
 
     async def settled(text: str) -> None:  # the question turns into what was remembered, before the answer
         await d.sender.edit_text(chat.id, message.message_id, text)
 
     async def run(on_partial: DeltaCallback, place: Place):
-        choice = await d.service.settle_taste(chat.id, user_id, turn_id, accept, on_settled=settled,
-                                              on_partial=on_partial, place=place)
-        return choice.answer
+        settled_choice = await d.service.settle_taste(chat.id, user_id, turn_id, accept, on_settled=settled,
+                                                      on_partial=on_partial, place=place, unsure_as=unsure_as)
+        return settled_choice.answer
 
     try:
         await deliver(d, chat, user_id, None, run)
