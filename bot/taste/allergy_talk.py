@@ -29,6 +29,7 @@ UPSET_VERBS = {"아프다", "체하다", "거북하다", "더부룩하다"}
 UPSET_NEGATED = {"좋다", "맞다", "되다"}  # 속이 안 좋아, 몸에 안 맞아, 소화가 안 돼, 먹으면 안 돼
 PAST = {"었", "았", "였", "었었", "았었"}
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+CONNECTIVES = {"어서", "아서", "고", "니까", "으니까", "니", "으니"}
 QUESTION_EF = ("니", "냐", "까", "나요", "가요", "는지", "을까", "ㄹ까")
 
 
@@ -56,6 +57,13 @@ def sentences(tokens: Sequence[Any]) -> list[tuple[int, int]]:
     return found
 
 
+def _clause_end(tokens: Sequence[Any], j: int, end: int) -> int:
+    for k in range(j, end):
+        if tokens[k].tag == "EC" and (tokens[k].form.endswith("데") or tokens[k].form in CONNECTIVES):
+            return k + 1
+    return end
+
+
 def _is_question(tokens: Sequence[Any], start: int, end: int) -> bool:
     last = [t for t in tokens[start:end] if t.tag not in ("SF", "SP", "SW", "SE", "SS")]
     asked = any(t.form.startswith("?") for t in tokens[start:end])
@@ -77,17 +85,25 @@ def reactions(tokens: Sequence[Any]) -> list[Reaction]:
     found = []
     for start, end in sentences(tokens):
         verb = _conditional_contact(tokens, start, end)
-        if verb is None or _is_question(tokens, start, end):
+        if verb is None:
+            continue
+        end = _clause_end(tokens, verb + 2, end)  # "배가 아픈데 아침 뭐 먹지?": the question is another clause
+        if _is_question(tokens, start, end):
             continue
         names = tuple(dict.fromkeys(a for t in tokens[start:verb] for a in named(t)))
         rest = tokens[verb + 1 : end]
-        if not names or any(t.tag == "EP" and t.form in PAST for t in rest) or any(t.tag == "ETM" for t in rest):
+        if not names or any(t.tag == "EP" and t.form in PAST for t in rest) or _modifies(rest):
             continue
         kind = _reaction_kind(rest)
         if kind is not None:
             first = next(k for k in range(start, verb) if named(tokens[k]))
             found.append(Reaction(names, kind, (first, end)))
     return found
+
+
+def _modifies(rest: Sequence[Any]) -> bool:
+    """"먹으면 안 되는 사람": the sentence describes someone; "배가 아픈데 …" (ㄴ + 데) is a connective, not that."""
+    return any(t.tag == "ETM" and not (k + 1 < len(rest) and rest[k + 1].form == "데") for k, t in enumerate(rest))
 
 
 def named(token: Any) -> tuple[str, ...]:
