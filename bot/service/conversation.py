@@ -40,6 +40,7 @@ from bot.store.history import Store
 from bot.store.replicas import LockTimeout
 from bot.store.schema import Turn, utcnow
 from bot.taste import replies as taste_replies
+from bot.taste.learning import LEARN_AFTER
 from bot.taste.parse import Statement
 from bot.taste.profile import TasteItem, allergy
 from model import AdapterError, AdapterInfo, DishCatalog, SafetyNotes
@@ -62,13 +63,14 @@ class ConversationService:
         adapters_dir: Path | str = "adapters", max_concurrent: int | None = None,
         seed_source: Callable[[], int] = new_seed, variety_days: float = 7.0, clock: Callable[[], datetime] = utcnow,
         locks: SharedLocks | None = None, cooldown_s: float = 0.0, check_fit: bool = True,
+        learn_after: int = LEARN_AFTER,
     ) -> None:
         self.store = store
         self.generator = generator
         self.adapters_dir = Path(adapters_dir)
         self.votes = Votes(store.db)
         # Taste needs the real catalog (allergens, tags); without it answers are steered by turned-down dishes only.
-        self.taste = (TasteDesk(store.db, catalog, variety_days=variety_days, clock=clock)
+        self.taste = (TasteDesk(store.db, catalog, variety_days=variety_days, clock=clock, learn_after=learn_after)
                       if isinstance(catalog, DishCatalog) else None)
         self.lines = UserLines(locks, cooldown_s=cooldown_s)
         drawer = AnswerDrawer(generator, catalog, max_resamples=max_resamples, seed_source=seed_source,
@@ -180,10 +182,33 @@ class ConversationService:
             retry = Question(question, user_id, history=prompt_turns(turns, question.id),
                              excluded=self._dishes_in([*rejected, old.text]), retry_of=old.id, one_off=said)
             try:
-                return await self.answers.answer(retry, on_partial)
+                answer = await self.answers.answer(retry, on_partial)
             except ConversationBusy:
                 await self.store.change_status(old.id, "rejected", "ok")  # nothing was generated: undo the rejection
                 raise
+            return await self._ask_learned(user_id, answer)
+
+    async def _ask_learned(self, user_id: int, answer: Answer) -> Answer:
+        """The answer, with "국물 요리는 별로세요? 앞으로 덜 추천할까요?" beside it when the user's turn-downs share
+        something they were never asked about (bot/taste/learning.py). Learning never costs the answer."""
+        if self.taste is None or answer.confirm:
+            return answer
+        try:
+            learned = await self.taste.learn(user_id)
+        except Exception:
+            log.exception("learning from turn-downs failed; the answer goes out without a question")
+            return answer
+        if learned is None:
+            return answer
+        question_id, what = learned
+        return replace(answer, confirm=what.question, learn_id=question_id, proposal=(what.item,))
+
+    async def settle_learned(self, user_id: int, question_id: int, accept: bool) -> str:
+        """예/아니요 to a learned question: what the user is told. TasteRefused for a forged, foreign or used one."""
+        text = await self.taste.settle_learned(user_id, question_id, accept) if self.taste is not None else None
+        if text is None:
+            raise TasteRefused(taste_replies.TASTE_GONE)
+        return text
 
     async def vote(self, chat_id: int, user_id: int, turn_id: int, up: bool) -> VoteResult:
         """👍 (up) or 👎 on the user's answer `turn_id`: the latest press wins, a repeated one counts once; never

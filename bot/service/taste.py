@@ -16,6 +16,7 @@ from bot.service.drawing import AvoidList
 from bot.store.database import Database
 from bot.store.schema import utcnow
 from bot.store.taste import TasteStore, read_context
+from bot.taste.learning import LEARN_AFTER, NO_TEXT, Learned, TurnDownLearner
 from bot.taste.parse import Statement, TasteReader
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteItem, TasteProfile, TasteRules, allergy, diet
 from model import DishCatalog
@@ -27,11 +28,13 @@ MAX_STATEMENT_CHARS = 4096  # Telegram's longest message; the terminal may send 
 
 class TasteDesk:
     def __init__(self, database: Database, catalog: DishCatalog, *, variety_days: float = 7.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, learn_after: int = LEARN_AFTER) -> None:
         self.store = TasteStore(database)
         self.catalog = catalog
         self.variety_days = variety_days
         self.clock = clock  # the benchmark's simulated week replaces it
+        self.learn_after = learn_after  # 0: never ask about what the user turns down
+        self._learner: TurnDownLearner | None = None
         self._rules = TasteRules(catalog)  # without the ingredient index until the reader is loaded
         self._reader: TasteReader | None = None
         self._loading: asyncio.Future[TasteReader] | None = None
@@ -119,6 +122,35 @@ class TasteDesk:
                 self._bans[profile] = bans
         avoid.extend(bans)
         avoid.add(recent, "recent", unless_asked=True)
+
+    # --- learning from turn-downs ------------------------------------------------------------------------------
+
+    async def learn(self, user_id: int) -> tuple[int, Learned] | None:
+        """A dislike to ask the user about, once, learned from the answers they turned down; (question id, it)."""
+        if self.learn_after <= 0:
+            return None
+        turned_down, asked = await self.store.turned_down(user_id)
+        if len(turned_down) < self.learn_after:
+            return None
+        if self._learner is None:
+            ingredients = (await self.reader()).rules.ingredients
+            self._learner = TurnDownLearner(self.catalog, ingredients, after=self.learn_after)
+        learned = self._learner.propose(turned_down, await self.store.profile(user_id), asked)
+        if learned is None:
+            return None
+        question_id = await self.store.ask_once(user_id, learned.item.target, learned.item.value)
+        return (question_id, learned) if question_id is not None else None
+
+    async def settle_learned(self, user_id: int, question_id: int, accept: bool) -> str | None:
+        """The user's 예/아니요 to a learned question: a yes remembers the dislike. None: not theirs or answered."""
+        about = await self.store.answer_question(user_id, question_id, accept)
+        if about is None:
+            return None
+        if not accept:
+            return NO_TEXT
+        item = TasteItem("dislike", *about)
+        await self.remember(user_id, [item])
+        return Learned(item, 0).yes_text
 
     # --- /taste edits ------------------------------------------------------------------------------------------
 

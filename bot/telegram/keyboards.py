@@ -26,6 +26,7 @@ RETRY_DATA = re.compile(rf"retry:({TURN_ID})")
 VOTE_DATA = re.compile(rf"vote:({TURN_ID}):(up|down)")
 FORGET_DATA = re.compile(r"forget:(yes|no):([1-9][0-9]{0,19})")
 CONFIRM_DATA = re.compile(r"tc:([ynd]):([1-9][0-9]{0,17})")
+LEARN_DATA = re.compile(r"tl:([yn]):([1-9][0-9]{0,17})")
 EDIT_DATA = re.compile(r"tt:([adxv]):([0-9a-z]{1,18}):([1-9][0-9]{0,19})")
 RETRY_LABEL = "🔄 다른 거"
 VOTE_LABELS = {"up": "👍", "down": "👎"}
@@ -67,6 +68,17 @@ def parse_confirm(data: str | None) -> tuple[str, int] | None:
     """(choice, turn) from "tc:<y|n|d>:<turn>": y yes (an unsure allergen: an allergy), d yes but only disliked, n no."""
     found = _match(CONFIRM_DATA, data)
     return (found.group(1), int(found.group(2))) if found else None
+
+
+def parse_learn(data: str | None) -> tuple[bool, int] | None:
+    """(yes, question id) from "tl:<y|n>:<id>": the answer to a dislike learned from turn-downs."""
+    found = _match(LEARN_DATA, data)
+    return (found.group(1) == "y", int(found.group(2))) if found else None
+
+
+def learn_keyboard(question_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("예, 덜 추천해 주세요", callback_data=f"tl:y:{question_id}"),
+                                  InlineKeyboardButton("아니요", callback_data=f"tl:n:{question_id}")]])
 
 
 def parse_edit(data: str | None) -> tuple[str, str, int] | None:

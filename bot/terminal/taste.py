@@ -54,6 +54,19 @@ async def confirm(
     return choice.answer, unread
 
 
+async def learned(
+    service: ConversationService, asked: Answer, read_line: Callable[[], Awaitable[str | None]],
+    say: Callable[[str], None], *, user_id: int,
+) -> str | None:
+    """Ask a learned question ("국물 요리는 별로세요? …") y/N and keep the answer; returns a line that was neither."""
+    say(f"{asked.confirm}{ASK_SUFFIX}")
+    line = await read_line()
+    reply = (line or "").strip().lower()
+    accept = reply in YES
+    say(await service.settle_learned(user_id, asked.learn_id, accept))
+    return line if line is not None and not accept and reply not in NO else None
+
+
 async def command(service: ConversationService, user_id: int, text: str) -> str:
     """`/taste …` as one reply text."""
     desk = service.taste
