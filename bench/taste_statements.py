@@ -75,8 +75,10 @@ def hear(reader, text: str) -> Heard:
 
 @dataclass
 class Score:
-    expected_allergies: int = 0
+    expected_allergies: int = 0  # on clear statements
     heard_allergies: int = 0
+    unclear_expected: int = 0  # on unclear ones, heard as an allergy or asked about
+    unclear_heard: int = 0
     allergies_said: int = 0
     allergies_right: int = 0
     proposals: int = 0
@@ -92,9 +94,13 @@ class Score:
         # An unclear statement is heard when it is asked about (or taken as an allergy); a clear one only as an allergy.
         caught = heard.allergies | (heard.unsure if not row["clear"] else set())
         wrong: list[str] = []
-        if row["clear"] or meant:
-            self.expected_allergies += len(meant)
-            self.heard_allergies += len(meant & caught)
+        if meant:
+            if row["clear"]:
+                self.expected_allergies += len(meant)
+                self.heard_allergies += len(meant & caught)
+            else:
+                self.unclear_expected += len(meant)
+                self.unclear_heard += len(meant & caught)
             if meant - caught:
                 wrong.append(f"allergy missed {sorted(meant - caught)}")
         said = heard.allergies | heard.unsure
@@ -154,11 +160,12 @@ def table(reader, rows: list[dict]) -> tuple[str, list[str]]:
     for name, group in groups.items():
         s = score(reader, group)
         lines.append([name, s.rows, f"{s.heard_allergies}/{s.expected_allergies} = {pct(s.recall)}",
-                      pct(s.precision), f"{s.proposals_right}/{s.proposals} = {pct(s.proposal_precision)}",
+                      f"{s.unclear_heard}/{s.unclear_expected}", pct(s.precision), f"{s.proposals_right}/{s.proposals} = {pct(s.proposal_precision)}",
                       *(f"{s.kind_right[k]}/{s.kind_rows[k]}" for k in KINDS)])
         if name == "all":
             misses = s.misses
-    headers = ["rows", "statements", "allergy recall", "allergy precision", "proposal precision",
+    headers = ["rows", "statements", "allergy recall (clear)", "unclear: asked or heard", "allergy precision",
+               "proposal precision",
                "diet right", "dislike right", "like right"]
     return markdown_table(headers, lines), misses
 
