@@ -117,3 +117,22 @@ async def test_the_question_in_telegram_and_in_the_terminal(tmp_path: Path, db: 
         assert await run_chat(service, ["점심 추천해줘", "/retry", "/retry", "/retry", "n"], out) == 0
         assert not await service.taste.store.profile(0)
     assert MARKER + QUESTION + " (y/N)" in out.getvalue() and MARKER + NO_TEXT in out.getvalue()
+
+
+async def test_thumbs_down_count_and_ask_in_telegram(tmp_path: Path) -> None:
+    soups = iter(SOUPS[:3] * 10)
+    gen = FakeGenerator(lambda prompt, seed: next(soups))
+    async with telegram_bot(tmp_path, gen, catalog=CATALOG) as h:
+        for question in ("점심 추천해줘", "저녁 추천해줘", "저녁 메뉴 추천"):
+            await h.text(1, 11, question)
+            answer = h.last_message(1)
+            down = next(b["callback_data"] for row in answer["reply_markup"]["inline_keyboard"] for b in row
+                        if b["callback_data"].endswith(":down"))
+            await h.press(1, 11, answer["message_id"], down)
+        ask = h.last_message(1)
+        assert ask["text"] == QUESTION
+        no = next(b["callback_data"] for row in ask["reply_markup"]["inline_keyboard"] for b in row
+                  if b["text"] == "아니요")
+        await h.press(1, 11, ask["message_id"], no)
+        assert h.last_message(1)["text"] == NO_TEXT
+    assert rows(h.db, "SELECT count(*) FROM taste_items") == [(0,)]

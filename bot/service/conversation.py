@@ -203,6 +203,11 @@ class ConversationService:
         question_id, what = learned
         return replace(answer, confirm=what.question, learn_id=question_id, proposal=(what.item,))
 
+    async def learned_question(self, user_id: int) -> tuple[int, str] | None:
+        """After a 👎: (question id, "국물 요리는 별로세요? …") when the user's turn-downs now share a taste."""
+        answer = await self._ask_learned(user_id, Answer(0, 0, "", 0, "ok", ()))
+        return (answer.learn_id, answer.confirm) if answer.learn_id and answer.confirm else None
+
     async def settle_learned(self, user_id: int, question_id: int, accept: bool) -> str:
         """예/아니요 to a learned question: what the user is told. TasteRefused for a forged, foreign or used one."""
         text = await self.taste.settle_learned(user_id, question_id, accept) if self.taste is not None else None
