@@ -147,7 +147,8 @@ def report(args: argparse.Namespace, results: dict[bool, list[Trace]], took: dic
     table = markdown_table(["run", "users", f'"다른 거" rate, first {WINDOW}', f"last {WINDOW}", "relative fall",
                             "questions asked", "yes", "remembered without a yes", "wall"], lines)
     unsaid = sum(len(t.unsaid) for traces in results.values() for t in traces)
-    met = drops[True] >= 0.40 and unsaid == 0
+    on_late, off_late = rate(results[True], late), rate(results[False], late)
+    met = drops[True] >= 0.40 and on_late < off_late and unsaid == 0
     body = "\n".join([
         f"Command: `{command_line()}`  ",
         f"Machine: {cpu_line()}; {today()}; model {model_dir}; sampling as `mechuri chat --demo`, "
@@ -159,7 +160,9 @@ def report(args: argparse.Namespace, results: dict[bool, list[Trace]], took: dic
         table,
         "",
         f"With learning on the rate falls {100 * drops[True]:+.1f} % relative (off: {100 * drops[False]:+.1f} %; "
-        f"target ≥ 40 %), {unsaid} tastes remembered without a yes (target 0). **Target {'met' if met else 'not met'}.**",
+        f"target ≥ 40 % with it on, and below the run with it off: last {WINDOW} {pct(on_late)} on against "
+        f"{pct(off_late)} off), {unsaid} tastes remembered without a yes (target 0). "
+        f"**Target {'met' if met else 'not met'}.**",
     ])
     print(body)
     if args.append_docs:
