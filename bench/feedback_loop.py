@@ -20,6 +20,7 @@ relative, with no other column worse by more than 2 points.
 
     .venv/bin/python bench/feedback_loop.py --append-docs     # 24 users, the demo model (built if needed)
     .venv/bin/python bench/feedback_loop.py --quick --model DIR  # a smoke run: few users, two training steps
+    .venv/bin/python bench/feedback_loop.py --learning          # asking about turn-downs, no training (issue 23)
 """
 
 from __future__ import annotations
@@ -296,6 +297,10 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
 
 
 def main() -> None:
+    if "--learning" in sys.argv[1:]:  # learning from turn-downs, no training: bench/turn_down_learning.py
+        from turn_down_learning import main as learning_main
+
+        learning_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="a save_pretrained model (default: the demo model)")
     parser.add_argument("--users", type=int, default=24)

@@ -141,7 +141,7 @@ async def remember_tastes(service: ConversationService, users: list[User]) -> in
     for user in users:
         for statement in user.statements:
             asked = await service.reply(user.id, user.id, statement)
-            if asked.status == "ask":
+            if asked.status == "ask" or asked.confirm:  # asked, or answered with the question beside it
                 await service.settle_taste(user.id, user.id, asked.question_turn_id, True)
         read = set((await service.taste.store.profile(user.id)).items)
         understood += read == user.items

@@ -23,7 +23,8 @@ from bot.store.history import QuestionGone, Store
 from bot.store.schema import Base
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"users", "conversations", "turns", "replicas", "user_locks", "taste_items", "recommended_dishes"}
+TABLES = {"users", "conversations", "turns", "replicas", "user_locks", "taste_items", "recommended_dishes",
+          "taste_questions"}
 
 
 def url_of(path: Path) -> str:

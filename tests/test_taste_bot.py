@@ -32,20 +32,49 @@ def taste_rows(db: Path, user_id: int) -> list[tuple]:
     return rows(db, "SELECT kind, target, value FROM taste_items WHERE user_id = ? ORDER BY id", user_id)
 
 
-async def test_statement_with_a_question_is_confirmed_then_answered(tmp_path: Path) -> None:
+async def test_statement_with_a_question_is_answered_at_once_with_the_confirmation_beside_it(tmp_path: Path) -> None:
     gen = FakeGenerator(["새우튀김 어때요?", "비빔밥 어때요? 고소하고 든든해요."])
     async with telegram_bot(tmp_path, gen, catalog=CATALOG) as h:
         await h.text(1, 11, "나 새우 알레르기 있어. 해산물 빼고 추천해줘")
-        ask = h.last_message(1)
+        answer, ask = h.api.chat_messages(1)
+        assert answer["text"] == "비빔밥 어때요? 고소하고 든든해요." and "다른 거" in str(answer[KEYBOARD])
+        assert len(gen.requests) == 2 and "새우튀김" in gen.requests[0].avoid  # honoured before it is remembered
+        assert "알레르기: 새우" in gen.prompts[0] and taste_rows(h.db, 11) == []
         assert ask["text"] == "새우 알레르기를 기억해 둘까요?" and [b["text"] for b in buttons(ask)] == ["예", "아니요"]
-        assert all(len(b["callback_data"].encode()) <= 64 for b in buttons(ask)) and gen.requests == []
+        assert all(len(b["callback_data"].encode()) <= 64 for b in buttons(ask))
         await h.press(1, 11, ask["message_id"], button(ask, "예"))
         messages = h.api.chat_messages(1)
-        assert messages[0]["text"].startswith("기억했어요") and KEYBOARD not in messages[0]
-        assert messages[1]["text"] == "비빔밥 어때요? 고소하고 든든해요." and KEYBOARD in messages[1]
-        assert len(messages) == 2 and len(gen.requests) == 2  # 새우튀김 was resampled away
-        assert "알레르기: 새우" in gen.prompts[0] and "새우튀김" in gen.requests[0].avoid
+        assert len(messages) == 2 and messages[1]["text"].startswith("기억했어요") and KEYBOARD not in messages[1]
+        assert len(gen.requests) == 2  # the question is not answered twice
     assert taste_rows(h.db, 11) == [("allergy", "allergen", "새우")]
+
+
+async def test_a_food_question_with_a_diet_gets_its_answer_first(tmp_path: Path) -> None:
+    gen = FakeGenerator(["비빔밥 어때요? 가볍고 든든해요."])
+    async with telegram_bot(tmp_path, gen, catalog=CATALOG) as h:
+        await h.text(1, 11, "다이어트 중인데 저녁으로 가볍게 먹을 거 있을까?")
+        answer, ask = h.api.chat_messages(1)
+        assert answer["text"] == "비빔밥 어때요? 가볍고 든든해요." and "식단: 다이어트" in gen.prompts[0]
+        assert ask["text"] == "다이어트 중이라고 기억해 둘까요?"
+        generated = len(gen.requests)
+        await h.press(1, 11, ask["message_id"], button(ask, "아니요"))
+        assert h.api.chat_messages(1)[1]["text"] == taste_text.DECLINED_NO_QUESTION
+        assert len(gen.requests) == generated and len(h.api.chat_messages(1)) == 2
+    assert taste_rows(h.db, 11) == []
+
+
+@pytest.mark.parametrize(("choice", "row"), [("알레르기예요", ("allergy", "allergen", "우유")),
+                                             ("그냥 싫어해요", ("dislike", "ingredient", "우유")), ("아니요", None)])
+async def test_an_unsure_allergen_is_asked_about_not_guessed(tmp_path: Path, choice: str, row: tuple | None) -> None:
+    gen = FakeGenerator(["비빔밥 어때요?"])
+    async with telegram_bot(tmp_path, gen, catalog=CATALOG) as h:
+        await h.text(1, 11, "우유 마시면 배가 아파")
+        ask = h.last_message(1)
+        assert ask["text"] == "우유 알레르기인가요, 아니면 그냥 싫어하시는 건가요?" and gen.requests == []
+        assert [b["text"] for b in buttons(ask)] == ["알레르기예요", "그냥 싫어해요", "아니요"]
+        await h.press(1, 11, ask["message_id"], button(ask, choice))
+        assert len(h.api.chat_messages(1)) == 1
+    assert taste_rows(h.db, 11) == ([row] if row else [])
 
 
 async def test_statement_alone_declined_remembers_nothing_and_answers_nothing(tmp_path: Path) -> None:
@@ -73,16 +102,16 @@ async def test_forged_taste_buttons_are_refused_and_change_nothing(tmp_path: Pat
         await h.press(1, 11, view["message_id"], data)
         assert h.api.calls_to("answerCallbackQuery")[-1].params["text"] == BAD_BUTTON
         assert h.last_message(1) == view and taste_rows(h.db, 11) == []
-    assert parse_confirm("tc:y:12") == (True, 12) and parse_edit("tt:a:3:11") == ("a", "3", 11)
+    assert parse_confirm("tc:y:12") == ("y", 12) and parse_edit("tt:a:3:11") == ("a", "3", 11)
 
 
 async def test_someone_elses_taste_buttons_are_refused(tmp_path: Path) -> None:
     gen = FakeGenerator(["비빔밥 어때요?"])
     async with telegram_bot(tmp_path, gen, catalog=CATALOG) as h:
         await h.text(-5, 11, "@mechuri_test_bot 나 땅콩 알레르기 있는데 간식 추천해줘", chat_type="group")
-        ask = h.last_message(-5)
+        ask, generated = h.last_message(-5), len(gen.requests)  # answered at once, the question beside it
         await h.press(-5, 22, ask["message_id"], button(ask, "예"))  # another member presses 예
-        assert "찾을 수 없어요" in h.last_message(-5)["text"] and gen.requests == []
+        assert "찾을 수 없어요" in h.last_message(-5)["text"] and len(gen.requests) == generated
         await h.text(-5, 11, "/taste@mechuri_test_bot", chat_type="group")
         view = h.last_message(-5)
         await h.press(-5, 22, view["message_id"], button(view, "🚫 알레르기 고르기"))

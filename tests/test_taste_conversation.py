@@ -39,17 +39,16 @@ class Clock:
         return self.now
 
 
-async def test_statement_is_confirmed_before_it_is_remembered_then_the_question_is_answered(db: Path) -> None:
+async def test_a_statement_with_a_question_is_answered_at_once_and_remembered_only_after_yes(db: Path) -> None:
     gen = FakeGenerator(["비빔밥 어때요?"])
     async with service_on(db, gen, catalog=CATALOG) as service:
         asked = await service.reply(1, 7, "나 새우 알레르기 있어. 해산물 빼고 추천해줘")
-        assert asked.status == "ask" and asked.text == "새우 알레르기를 기억해 둘까요?"
-        assert asked.proposal == (allergy("새우"),) and gen.requests == []  # nothing answered yet
+        assert asked.status == "ok" and asked.text == "비빔밥 어때요?" and len(gen.requests) == 1
+        assert asked.confirm == "새우 알레르기를 기억해 둘까요?" and asked.proposal == (allergy("새우"),)
         assert not await service.taste.store.profile(7)
         choice = await service.settle_taste(1, 7, asked.question_turn_id, True)
         assert choice.text.startswith("기억했어요") and (await service.taste.store.profile(7)).allergies == ("새우",)
-        assert choice.answer is not None and choice.answer.text == "비빔밥 어때요?"
-        assert choice.answer.question_turn_id == asked.question_turn_id
+        assert choice.answer is None and len(gen.requests) == 1  # answered already
         prompt, avoid = gen.prompts[0], set(gen.requests[0].avoid)
         assert "알레르기: 새우" in prompt and prompt.count("해산물 빼고 추천해줘") == 1
         assert {"새우튀김", "새우 튀김", "김치찌개"} <= avoid  # every spelling of every dish carrying 새우
@@ -65,8 +64,9 @@ async def test_declined_statement_is_not_remembered_but_shapes_that_one_answer(d
     gen = FakeGenerator(["비빔밥 어때요?"])
     async with service_on(db, gen, catalog=CATALOG) as service:
         asked = await service.reply(1, 7, "오이 싫어하는데 점심 뭐 먹지?")
+        assert asked.status == "ok" and asked.confirm == "오이를 싫어하신다고 기억해 둘까요?"
         choice = await service.settle_taste(1, 7, asked.question_turn_id, False)
-        assert choice.text == taste_text.DECLINED and choice.answer is not None
+        assert choice.text == taste_text.DECLINED_NO_QUESTION and choice.answer is None
         assert not await service.taste.store.profile(7)
         assert "싫어하는 것: 오이" in gen.prompts[0] and "오이냉국" in gen.requests[0].avoid
         plain = await service.reply(1, 7, "저녁은?")
@@ -96,9 +96,10 @@ async def test_stale_foreign_and_forged_confirmations_change_nothing(db: Path) -
                 await service.settle_taste(chat_id, user_id, turn_id, True)
         assert not await service.taste.store.profile(7) and not await service.taste.store.profile(8)
         await service.reply(1, 7, "아니다, 저녁 추천해줘")  # a newer question: the old one is not answered any more
+        generated = len(gen.requests)
         choice = await service.settle_taste(1, 7, asked.question_turn_id, True)
         assert choice.answer is None and (await service.taste.store.profile(7)).allergies == ("땅콩",)
-        assert len(gen.requests) == 2
+        assert len(gen.requests) == generated
 
 
 # --- the allergy guarantee ----------------------------------------------------------------------------------------
@@ -244,6 +245,7 @@ async def test_a_busy_generator_leaves_the_question_to_answer_on_the_next_press(
     gen = FakeGenerator(["비빔밥 어때요?"], busy=True)
     async with service_on(db, gen, catalog=CATALOG) as service:
         asked = await service.reply(1, 7, "나 땅콩 알레르기 있는데 간식 추천해줘")
+        assert asked.status == "ask"  # no answer at once while busy: the question comes first, the answer on 예
         with pytest.raises(ConversationBusy):
             await service.settle_taste(1, 7, asked.question_turn_id, True)
         assert (await service.taste.store.profile(7)).allergies == ("땅콩",)  # remembered all the same

@@ -52,7 +52,8 @@ STATEMENTS = [
     ("채식하고 있어", [diet("veg")], False),
     ("소고기 안 먹어요", [diet("nobeef")], False),
     ("난 돼지고기 먹지 않아요", [diet("nopork")], False),
-    ("새우 알레르기가 있어서 해산물은 못 먹어", [allergy("새우"), dislike("tag", "해산물")], False),
+    # not eaten because of an allergy: the allergy, never the milder dislike (issue 23)
+    ("새우 알레르기가 있어서 해산물은 못 먹어", [allergy(a) for a in ("새우", "게", "고등어", "오징어", "조개류")], False),
     ("나 새우 알레르기 있고 오이 싫어해", [allergy("새우"), dislike("ingredient", "오이")], False),
 ]
 
@@ -71,7 +72,6 @@ NOT_STATEMENTS = [
     "매운 요리 추천해줘",
     "좋아하는 음식 추천해줘",
     "오이 빼고 추천해줘",  # for this answer only
-    "우유 먹으면 배 아파",
     "싫어하는 음식 없어",
     "셀러리악 싫어",  # a name we do not know is not guessed at
     "비 오는 날 뭐 먹지",
@@ -128,3 +128,19 @@ def test_copy_fits_the_words_and_names_no_dish(reader: TasteReader) -> None:
         for line in (taste_text.fallback([allergen], asked_for_it=True), taste_text.fallback([allergen], asked_for_it=False),
                      taste_text.check_ingredients([allergen]), taste_text.confirm_question([allergy(allergen)])):
             assert catalog.names_in(line) == [], line
+
+
+@pytest.mark.parametrize(("text", "unsure"), [
+    ("우유 먹으면 배 아파", ("우유",)),
+    ("땅콩 먹으면 안 돼", ("땅콩",)),
+    ("밀가루 먹으면 소화가 안 돼", ("밀",)),
+])
+def test_an_upset_body_is_asked_about_not_guessed(reader: TasteReader, text: str, unsure: tuple[str, ...]) -> None:
+    statement = reader.read(text)
+    assert statement is not None and statement.items == () and statement.unsure == unsure
+
+
+@pytest.mark.parametrize("text", ["새우\x00 알레르기 있어", "새우\u200b알레르기\x07 있어", "\x00\x00나 새우 알레르기 있어\x1b"])
+def test_control_characters_do_not_defeat_the_reader(reader: TasteReader, text: str) -> None:
+    statement = reader.read(text)
+    assert statement is not None and statement.items == (allergy("새우"),)

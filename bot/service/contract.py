@@ -56,7 +56,10 @@ class Answer:
     dishes: tuple[str, ...]  # catalog dishes named in the answer
     notice: str | None = None  # e.g. TRUNCATED_NOTICE
     can_retry: bool = True  # False for a polite refusal: "다른 거" would only refuse again
-    proposal: tuple[TasteItem, ...] = ()  # status "ask": what the user is asked to let us remember
+    proposal: tuple[TasteItem, ...] = ()  # status "ask", or beside an "ok" answer: what we ask to remember
+    unsure: tuple[str, ...] = ()  # allergens to ask about: an allergy, or only disliked? (asked, never guessed)
+    confirm: str | None = None  # beside an "ok" answer: the "기억해 둘까요?" question, sent after the answer
+    learn_id: int = 0  # `confirm` asks about a dislike learned from turn-downs: the taste question's id
     fallback: bool = False  # every sample named a dish with one of the user's allergens: a polite refusal instead
     can_vote: bool = False  # the model's own non-empty words were stored: a 👍/👎 on them is something to learn from
 

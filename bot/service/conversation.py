@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ from bot.store.history import Store
 from bot.store.replicas import LockTimeout
 from bot.store.schema import Turn, utcnow
 from bot.taste import replies as taste_replies
+from bot.taste.learning import LEARN_AFTER
+from bot.taste.parse import Statement
+from bot.taste.profile import TasteItem, allergy
 from model import AdapterError, AdapterInfo, DishCatalog, SafetyNotes
 
 log = logging.getLogger(__name__)
@@ -60,13 +63,14 @@ class ConversationService:
         adapters_dir: Path | str = "adapters", max_concurrent: int | None = None,
         seed_source: Callable[[], int] = new_seed, variety_days: float = 7.0, clock: Callable[[], datetime] = utcnow,
         locks: SharedLocks | None = None, cooldown_s: float = 0.0, check_fit: bool = True,
+        learn_after: int = LEARN_AFTER,
     ) -> None:
         self.store = store
         self.generator = generator
         self.adapters_dir = Path(adapters_dir)
         self.votes = Votes(store.db)
         # Taste needs the real catalog (allergens, tags); without it answers are steered by turned-down dishes only.
-        self.taste = (TasteDesk(store.db, catalog, variety_days=variety_days, clock=clock)
+        self.taste = (TasteDesk(store.db, catalog, variety_days=variety_days, clock=clock, learn_after=learn_after)
                       if isinstance(catalog, DishCatalog) else None)
         self.lines = UserLines(locks, cooldown_s=cooldown_s)
         drawer = AnswerDrawer(generator, catalog, max_resamples=max_resamples, seed_source=seed_source,
@@ -91,29 +95,62 @@ class ConversationService:
                 on_stored()
             statement = await self.taste.read(text) if self.taste is not None else None
             await self._wait(place, question.id)
-            if statement is not None and self.taste is not None:
-                # A taste statement is confirmed before it is remembered; the question it came with waits for that.
-                news = (await self.taste.store.profile(user_id)).new(statement.items)
-                if news:
-                    return Answer(0, question.id, taste_replies.confirm_question(news), 0, "ask", (), proposal=news)
-                if not statement.asks:
-                    return Answer(0, question.id, taste_replies.already_known(statement.items), 0, "noted", ())
+            if self.taste is not None and (statement is not None or self.taste.cut(text)):
+                return await self._with_taste(question, user_id, statement, self.taste.cut(text), on_partial)
             return await self.answers.answer(Question(question, user_id), on_partial)
+
+    async def _with_taste(self, question: Turn, user_id: int, statement: Statement | None, cut: bool,
+                          on_partial: DeltaCallback | None) -> Answer:
+        """A message that states a taste. It is remembered only after the user's 예; a question that came with it is
+        answered at once, honouring the statement (an unsure allergen as an allergy), with the question beside it."""
+        notice = taste_replies.LONG_NOT_READ if cut else None
+        news, unsure = await self._news(user_id, statement)
+        if statement is not None and not news and not unsure and not statement.asks:
+            return Answer(0, question.id, taste_replies.already_known(statement.items), 0, "noted", ())
+        ask = taste_replies.ask_text(news, unsure) if news or unsure else None
+        if statement is not None and ask is not None and not statement.asks:
+            return Answer(0, question.id, ask, 0, "ask", (), notice=notice, proposal=news, unsure=unsure)
+        try:
+            answer = await self.answers.answer(Question(question, user_id, one_off=self._said(statement)), on_partial)
+        except ConversationBusy:
+            if ask is None:
+                raise
+            # No answer now: ask first, and the user's choice answers the question (settle_taste), as before.
+            return Answer(0, question.id, ask, 0, "ask", (), notice=notice, proposal=news, unsure=unsure)
+        notice = "\n".join(n for n in (notice, answer.notice) if n) or None
+        return replace(answer, notice=notice, proposal=news, unsure=unsure, confirm=ask)
+
+    async def _news(self, user_id: int, statement: Statement | None) -> tuple[tuple[TasteItem, ...], tuple[str, ...]]:
+        """What a statement adds to the profile, and the allergens it leaves unsure that are not known allergies."""
+        if statement is None or self.taste is None:
+            return (), ()
+        profile = await self.taste.store.profile(user_id)
+        return profile.new(statement.items), tuple(a for a in statement.unsure if a not in profile.allergies)
+
+    @staticmethod
+    def _said(statement: Statement | None) -> tuple[TasteItem, ...]:
+        """A statement as a one-off taste for the answer it came with: an unsure allergen counts as an allergy."""
+        if statement is None:
+            return ()
+        return (*statement.items, *(allergy(a) for a in statement.unsure))
 
     async def settle_taste(
         self, chat_id: int, user_id: int, turn_id: int, accept: bool, *, on_partial: DeltaCallback | None = None,
-        on_settled: DeltaCallback | None = None, place: Place | None = None,
+        on_settled: DeltaCallback | None = None, place: Place | None = None, unsure_as: str = "allergy",
     ) -> TasteChoice:
         """The user's 예/아니요 to the statement in the user turn `turn_id`: remember it (or not), tell
         `on_settled`, then answer the question that came with it, if it is still the latest one and unanswered.
-        Declined items still shape that one answer: the user did say them."""
+        Declined items still shape that one answer: the user did say them. `unsure_as`: what the user said an
+        unsure allergen is ("allergy" or "dislike")."""
         with self._in_line(place, chat_id, user_id) as place:
             await self._wait(place)
             question, unanswered = await self._check_statement(chat_id, user_id, turn_id)
             statement = await self.taste.read(question.text) if self.taste is not None else None
             if statement is None or self.taste is None:
                 raise TasteRefused(taste_replies.TASTE_GONE)
-            news = (await self.taste.store.profile(user_id)).new(statement.items)
+            news, unsure = await self._news(user_id, statement)
+            kind = "dislike" if unsure_as == "dislike" else "allergy"
+            news = (*news, *(TasteItem(kind, "ingredient" if kind == "dislike" else "allergen", a) for a in unsure))
             if accept and news:
                 await self.taste.remember(user_id, news)
                 text = taste_replies.remembered(news)
@@ -125,8 +162,8 @@ class ConversationService:
                 await on_settled(text)
             answer = None
             if statement.asks and unanswered:
-                answer = await self.answers.answer(Question(question, user_id, one_off=() if accept else news),
-                                                   on_partial)
+                answer = await self.answers.answer(
+                    Question(question, user_id, one_off=() if accept else self._said(statement)), on_partial)
             return TasteChoice(text, answer)
 
     async def retry(
@@ -141,13 +178,42 @@ class ConversationService:
             if not await self.store.change_status(old.id, "ok", "rejected"):
                 raise RetryRefused(replies.REFUSED_STATUS)
             rejected = [t.text for t in turns if t.role == "assistant" and t.status == "rejected"]
+            said = self._said(await self.taste.read(question.text)) if self.taste is not None else ()
             retry = Question(question, user_id, history=prompt_turns(turns, question.id),
-                             excluded=self._dishes_in([*rejected, old.text]), retry_of=old.id)
+                             excluded=self._dishes_in([*rejected, old.text]), retry_of=old.id, one_off=said)
             try:
-                return await self.answers.answer(retry, on_partial)
+                answer = await self.answers.answer(retry, on_partial)
             except ConversationBusy:
                 await self.store.change_status(old.id, "rejected", "ok")  # nothing was generated: undo the rejection
                 raise
+            return await self._ask_learned(user_id, answer)
+
+    async def _ask_learned(self, user_id: int, answer: Answer) -> Answer:
+        """The answer, with "국물 요리는 별로세요? 앞으로 덜 추천할까요?" beside it when the user's turn-downs share
+        something they were never asked about (bot/taste/learning.py). Learning never costs the answer."""
+        if self.taste is None or answer.confirm:
+            return answer
+        try:
+            learned = await self.taste.learn(user_id)
+        except Exception:
+            log.exception("learning from turn-downs failed; the answer goes out without a question")
+            return answer
+        if learned is None:
+            return answer
+        question_id, what = learned
+        return replace(answer, confirm=what.question, learn_id=question_id, proposal=(what.item,))
+
+    async def learned_question(self, user_id: int) -> tuple[int, str] | None:
+        """After a 👎: (question id, "국물 요리는 별로세요? …") when the user's turn-downs now share a taste."""
+        answer = await self._ask_learned(user_id, Answer(0, 0, "", 0, "ok", ()))
+        return (answer.learn_id, answer.confirm) if answer.learn_id and answer.confirm else None
+
+    async def settle_learned(self, user_id: int, question_id: int, accept: bool) -> str:
+        """예/아니요 to a learned question: what the user is told. TasteRefused for a forged, foreign or used one."""
+        text = await self.taste.settle_learned(user_id, question_id, accept) if self.taste is not None else None
+        if text is None:
+            raise TasteRefused(taste_replies.TASTE_GONE)
+        return text
 
     async def vote(self, chat_id: int, user_id: int, turn_id: int, up: bool) -> VoteResult:
         """👍 (up) or 👎 on the user's answer `turn_id`: the latest press wins, a repeated one counts once; never

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,25 +16,29 @@ from bot.service.drawing import AvoidList
 from bot.store.database import Database
 from bot.store.schema import utcnow
 from bot.store.taste import TasteStore, read_context
+from bot.taste.learning import LEARN_AFTER, NO_TEXT, Learned, TurnDownLearner
 from bot.taste.parse import Statement, TasteReader
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteItem, TasteProfile, TasteRules, allergy, diet
 from model import DishCatalog
 
 log = logging.getLogger(__name__)
 
-MAX_STATEMENT_CHARS = 300
+MAX_STATEMENT_CHARS = 4096  # Telegram's longest message; the terminal may send more
 
 
 class TasteDesk:
     def __init__(self, database: Database, catalog: DishCatalog, *, variety_days: float = 7.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, learn_after: int = LEARN_AFTER) -> None:
         self.store = TasteStore(database)
         self.catalog = catalog
         self.variety_days = variety_days
         self.clock = clock  # the benchmark's simulated week replaces it
+        self.learn_after = learn_after  # 0: never ask about what the user turns down
+        self._learner: TurnDownLearner | None = None
         self._rules = TasteRules(catalog)  # without the ingredient index until the reader is loaded
         self._reader: TasteReader | None = None
         self._loading: asyncio.Future[TasteReader] | None = None
+        self._kiwi_lock = threading.Lock()
         self._bans: dict[TasteProfile, AvoidList] = {}  # what each profile rules out, built once per profile
 
     # --- reading statements ---------------------------------------------------------------------------------------
@@ -60,15 +65,26 @@ class TasteDesk:
         return self._loading
 
     async def read(self, text: str) -> Statement | None:
-        # A statement is a sentence or two; analysing a 4,000-character message would hold the event loop.
-        if len(text) > MAX_STATEMENT_CHARS or not TasteReader.might_state(text):
+        """The statement in a message (its first MAX_STATEMENT_CHARS characters, a Telegram message's most), read
+        on a worker thread: about 22 ms per 1,000 characters, too long to hold the event loop."""
+        text = text[:MAX_STATEMENT_CHARS]
+        if not TasteReader.might_state(text):
             return None
         try:
             reader = await self.reader()
-            return reader.read(text)
+            return await asyncio.to_thread(self._read_locked, reader, text)
         except Exception:  # never lose a message over it: it is answered as a question
             log.exception("reading a taste statement failed; the message is answered as a question")
             return None
+
+    def _read_locked(self, reader: TasteReader, text: str) -> Statement | None:
+        with self._kiwi_lock:  # one analysis at a time: Kiwi is shared by the process
+            return reader.read(text)
+
+    @staticmethod
+    def cut(text: str) -> bool:
+        """Was part of a statement left unread ("say plainly that nothing was saved")?"""
+        return len(text) > MAX_STATEMENT_CHARS and TasteReader.might_state(text[MAX_STATEMENT_CHARS:])
 
     # --- what a profile bans -----------------------------------------------------------------------------------
 
@@ -106,6 +122,35 @@ class TasteDesk:
                 self._bans[profile] = bans
         avoid.extend(bans)
         avoid.add(recent, "recent", unless_asked=True)
+
+    # --- learning from turn-downs ------------------------------------------------------------------------------
+
+    async def learn(self, user_id: int) -> tuple[int, Learned] | None:
+        """A dislike to ask the user about, once, learned from the answers they turned down; (question id, it)."""
+        if self.learn_after <= 0:
+            return None
+        turned_down, asked = await self.store.turned_down(user_id)
+        if len(turned_down) < self.learn_after:
+            return None
+        if self._learner is None:
+            ingredients = (await self.reader()).rules.ingredients
+            self._learner = TurnDownLearner(self.catalog, ingredients, after=self.learn_after)
+        learned = self._learner.propose(turned_down, await self.store.profile(user_id), asked)
+        if learned is None:
+            return None
+        question_id = await self.store.ask_once(user_id, learned.item.target, learned.item.value)
+        return (question_id, learned) if question_id is not None else None
+
+    async def settle_learned(self, user_id: int, question_id: int, accept: bool) -> str | None:
+        """The user's 예/아니요 to a learned question: a yes remembers the dislike. None: not theirs or answered."""
+        about = await self.store.answer_question(user_id, question_id, accept)
+        if about is None:
+            return None
+        if not accept:
+            return NO_TEXT
+        item = TasteItem("dislike", *about)
+        await self.remember(user_id, [item])
+        return Learned(item, 0).yes_text
 
     # --- /taste edits ------------------------------------------------------------------------------------------
 

@@ -136,6 +136,25 @@ class RecommendedDish(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TasteQuestionRow(Base):
+    """A taste the bot asked a user about once, learned from what they turned down ("국물 요리는 별로세요?"), and
+    their answer: 'yes' (a dislike was remembered), 'no', or NULL (not answered). Never asked twice. Migration 0005."""
+
+    __tablename__ = "taste_questions"
+    __table_args__ = (
+        CheckConstraint("answer IN ('yes', 'no')", name="ck_taste_questions_answer"),
+        UniqueConstraint("user_id", "target", "value", name="uq_taste_questions_item"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Replica(Base):
     """One bot process sharing the database (bot/store/replicas.py). Alive while `seen_at` is recent and not
     stopped."""
@@ -163,4 +182,5 @@ class UserLock(Base):
 
 TURNS, USERS, CONVERSATIONS = Turn.__table__, User.__table__, Conversation.__table__
 TASTE_ITEMS, RECOMMENDED = TasteItemRow.__table__, RecommendedDish.__table__
+TASTE_QUESTIONS = TasteQuestionRow.__table__
 REPLICAS, USER_LOCKS = Replica.__table__, UserLock.__table__

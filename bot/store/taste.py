@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from bot.store.database import Database
-from bot.store.schema import RECOMMENDED, TASTE_ITEMS, USERS, utcnow
+from bot.store.schema import RECOMMENDED, TASTE_ITEMS, TASTE_QUESTIONS, TURNS, USERS, utcnow
 from bot.taste.profile import TasteItem, TasteProfile
 
 _SELECT_ITEMS = select(TASTE_ITEMS.c.id, TASTE_ITEMS.c.kind, TASTE_ITEMS.c.target,
@@ -25,7 +25,8 @@ def delete_taste_rows(db: Any, user_id: int) -> int:
     """Delete the user's taste items and recommendation log inside the caller's transaction; rows deleted."""
     items = db.execute(delete(TASTE_ITEMS).where(TASTE_ITEMS.c.user_id == user_id))
     recent = db.execute(delete(RECOMMENDED).where(RECOMMENDED.c.user_id == user_id))
-    return (items.rowcount or 0) + (recent.rowcount or 0)
+    asked = db.execute(delete(TASTE_QUESTIONS).where(TASTE_QUESTIONS.c.user_id == user_id))
+    return (items.rowcount or 0) + (recent.rowcount or 0) + (asked.rowcount or 0)
 
 
 def read_context(db: Connection, user_id: int, since: datetime | None) -> tuple[TasteProfile, frozenset[str]]:
@@ -94,7 +95,55 @@ class TasteStore:
         """Add the item, or remove it when it is there. Returns whether it is remembered now."""
         return await self.db.run(self._toggle, user_id, item)
 
+    async def turned_down(self, user_id: int) -> tuple[list[tuple[str, ...]], set[tuple[str, str]]]:
+        """The catalog dishes of each answer the user turned down ("다른 거" or 👎), and what they were asked about."""
+        return await self.db.run(self._turned_down, user_id)
+
+    async def ask_once(self, user_id: int, target: str, value: str) -> int | None:
+        """Record that the user is asked about (target, value); its id, or None when they were asked before."""
+        return await self.db.run(self._ask_once, user_id, target, value)
+
+    async def answer_question(self, user_id: int, question_id: int, yes: bool) -> tuple[str, str] | None:
+        """Keep the user's answer to an unanswered question of theirs: its (target, value), or None (not theirs,
+        not there, or answered already)."""
+        return await self.db.run(self._answer_question, user_id, question_id, yes)
+
     # --- jobs on the database thread ----------------------------------------------------------------------------
+
+    def _turned_down(self, user_id: int) -> tuple[list[tuple[str, ...]], set[tuple[str, str]]]:
+        with self.db.engine.connect() as db:
+            rows = db.execute(
+                select(RECOMMENDED.c.turn_id, RECOMMENDED.c.dish).join(TURNS, TURNS.c.id == RECOMMENDED.c.turn_id)
+                .where(RECOMMENDED.c.user_id == user_id, or_(TURNS.c.status == "rejected", TURNS.c.vote == "down"))
+                .order_by(RECOMMENDED.c.turn_id)).all()
+            asked = db.execute(select(TASTE_QUESTIONS.c.target, TASTE_QUESTIONS.c.value)
+                               .where(TASTE_QUESTIONS.c.user_id == user_id)).all()
+        by_turn: dict[int, list[str]] = {}
+        for row in rows:
+            by_turn.setdefault(row.turn_id, []).append(row.dish)
+        return [tuple(dishes) for dishes in by_turn.values()], {(a.target, a.value) for a in asked}
+
+    def _ask_once(self, user_id: int, target: str, value: str) -> int | None:
+        with self.db.engine.begin() as db:
+            same = (TASTE_QUESTIONS.c.user_id == user_id, TASTE_QUESTIONS.c.target == target,
+                    TASTE_QUESTIONS.c.value == value)
+            if db.execute(select(TASTE_QUESTIONS.c.id).where(*same)).first() is not None:
+                return None
+            _ensure_user(db, user_id, None)
+            return db.execute(insert(TASTE_QUESTIONS).returning(TASTE_QUESTIONS.c.id),
+                              {"user_id": user_id, "target": target, "value": value,
+                               "created_at": utcnow()}).scalar_one()
+
+    def _answer_question(self, user_id: int, question_id: int, yes: bool) -> tuple[str, str] | None:
+        with self.db.engine.begin() as db:
+            row = db.execute(select(TASTE_QUESTIONS.c.target, TASTE_QUESTIONS.c.value).where(
+                TASTE_QUESTIONS.c.id == question_id, TASTE_QUESTIONS.c.user_id == user_id,
+                TASTE_QUESTIONS.c.answer.is_(None))).first()
+            if row is None:
+                return None
+            db.execute(update(TASTE_QUESTIONS).where(TASTE_QUESTIONS.c.id == question_id)
+                       .values(answer="yes" if yes else "no", answered_at=utcnow()))
+            return row.target, row.value
 
     def _items(self, user_id: int) -> list[tuple[int, TasteItem]]:
         with self.db.engine.connect() as db:

@@ -19,6 +19,7 @@ PROFILE_HINT = "알레르기가 있는 재료가 든 메뉴는 절대 추천하�
 DECLINED = "알겠어요, 기억하지 않을게요. 이번 답에만 반영할게요."
 DECLINED_NO_QUESTION = "알겠어요, 기억하지 않을게요."
 TASTE_GONE = "이 버튼의 메시지를 찾을 수 없어요. 입맛은 다시 말씀해 주시거나 /taste 에서 고쳐 주세요."
+LONG_NOT_READ = "메시지가 너무 길어서 뒷부분에 말씀하신 입맛은 저장하지 않았어요. 기억할 것은 짧게 다시 말씀해 주세요."
 TASTE_UNAVAILABLE = "지금은 입맛 기록을 쓸 수 없어요 (메뉴 목록을 불러오지 못했어요). 잠시 후 다시 시도해 주세요."
 
 
@@ -45,6 +46,19 @@ def confirm_question(items: Sequence[TasteItem]) -> str:
         if len(items) == 1:
             return f"{DIETS[items[0].value].remember} 기억해 둘까요?"
     return "이렇게 기억해 둘까요?\n" + summary(items)
+
+
+def which_kind(allergens: Sequence[str]) -> str:
+    """"우유 알레르기인가요, 아니면 그냥 싫어하시는 건가요?" — asked instead of guessing the milder kind."""
+    return f"{_join(allergens)} 알레르기인가요, 아니면 그냥 싫어하시는 건가요?"
+
+
+def ask_text(items: Sequence[TasteItem], unsure: Sequence[str]) -> str:
+    """The question of a statement: what to remember, and which kind an unsure one is."""
+    lines = [confirm_question(items)] if items else []
+    if unsure:
+        lines.append(which_kind(unsure))
+    return "\n".join(lines)
 
 
 def summary(items: Sequence[TasteItem]) -> str:

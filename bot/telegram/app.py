@@ -75,6 +75,7 @@ def register(app: Application) -> None:
         CallbackQueryHandler(handlers.on_vote, pattern=r"^vote:"),
         CallbackQueryHandler(handlers.on_forget_choice, pattern=r"^forget:"),
         CallbackQueryHandler(taste.on_confirm, pattern=r"^tc:"),
+        CallbackQueryHandler(taste.on_learn, pattern=r"^tl:"),
         CallbackQueryHandler(taste.on_edit, pattern=r"^tt:"),
         CallbackQueryHandler(handlers.on_stray_callback),
         MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, handlers.on_text),

@@ -29,7 +29,7 @@ from bot.service.contract import Answer, ConversationBusy, DeltaCallback
 from bot.service.conversation import ConversationService
 from bot.service.ordering import Place, Refused
 from bot.settings import Settings
-from bot.telegram.keyboards import answer_keyboard
+from bot.telegram.keyboards import answer_keyboard, confirm_keyboard, learn_keyboard
 from bot.telegram.sending import BEST_EFFORT, SafeSender, retry_after_seconds, split_text
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,10 @@ async def deliver(d: Deps, chat: Chat, user_id: int, reply_to: int | None, run: 
             return None
         text = f"{answer.notice}\n\n{answer.text}" if answer.notice else answer.text
         await stream.finish(text, answer_keyboard(answer, votes=d.settings.feedback_buttons))
+        if answer.confirm:  # a taste said with the question: answered at once, "기억해 둘까요?" beside it
+            keyboard = (learn_keyboard(answer.learn_id) if answer.learn_id
+                        else confirm_keyboard(answer.question_turn_id, unsure=bool(answer.unsure)))
+            await d.sender.send_text(chat.id, answer.confirm, reply_to=reply_to, reply_markup=keyboard)
         return answer
 
 

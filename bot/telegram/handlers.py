@@ -20,7 +20,14 @@ from bot.service.contract import DeltaCallback, RetryRefused
 from bot.service.ordering import Place
 from bot.telegram import replies as tg
 from bot.telegram.delivery import GROUP_TYPES, button_message, deliver, deps, reply, toast
-from bot.telegram.keyboards import feedback_keyboard, forget_keyboard, parse_forget, parse_retry, parse_vote
+from bot.telegram.keyboards import (
+    feedback_keyboard,
+    forget_keyboard,
+    learn_keyboard,
+    parse_forget,
+    parse_retry,
+    parse_vote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +207,10 @@ async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     keyboard = feedback_keyboard(turn_id, retry=result.can_retry, votes=True, chosen=result.vote)
     if message.reply_markup != keyboard:  # a double tap finds the ✓ already shown
         await d.sender.set_keyboard(message.chat.id, message.message_id, keyboard)
+    if result.changed and result.vote == "down":  # turn-downs may now share a taste: ask about it, once
+        learned = await d.service.learned_question(query.from_user.id)
+        if learned is not None:
+            await d.sender.send_text(message.chat.id, learned[1], reply_markup=learn_keyboard(learned[0]))
 
 
 async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

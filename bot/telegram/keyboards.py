@@ -25,7 +25,8 @@ MAX_TURN_ID = 2**63 - 1  # SQLite's largest rowid; PostgreSQL's INTEGER ids stop
 RETRY_DATA = re.compile(rf"retry:({TURN_ID})")
 VOTE_DATA = re.compile(rf"vote:({TURN_ID}):(up|down)")
 FORGET_DATA = re.compile(r"forget:(yes|no):([1-9][0-9]{0,19})")
-CONFIRM_DATA = re.compile(r"tc:([yn]):([1-9][0-9]{0,17})")
+CONFIRM_DATA = re.compile(r"tc:([ynd]):([1-9][0-9]{0,17})")
+LEARN_DATA = re.compile(r"tl:([yn]):([1-9][0-9]{0,17})")
 EDIT_DATA = re.compile(r"tt:([adxv]):([0-9a-z]{1,18}):([1-9][0-9]{0,19})")
 RETRY_LABEL = "🔄 다른 거"
 VOTE_LABELS = {"up": "👍", "down": "👎"}
@@ -63,9 +64,21 @@ def parse_forget(data: str | None) -> tuple[bool, int] | None:
     return (found.group(1) == "yes", int(found.group(2))) if found else None
 
 
-def parse_confirm(data: str | None) -> tuple[bool, int] | None:
+def parse_confirm(data: str | None) -> tuple[str, int] | None:
+    """(choice, turn) from "tc:<y|n|d>:<turn>": y yes (an unsure allergen: an allergy), d yes but only disliked, n no."""
     found = _match(CONFIRM_DATA, data)
+    return (found.group(1), int(found.group(2))) if found else None
+
+
+def parse_learn(data: str | None) -> tuple[bool, int] | None:
+    """(yes, question id) from "tl:<y|n>:<id>": the answer to a dislike learned from turn-downs."""
+    found = _match(LEARN_DATA, data)
     return (found.group(1) == "y", int(found.group(2))) if found else None
+
+
+def learn_keyboard(question_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("예, 덜 추천해 주세요", callback_data=f"tl:y:{question_id}"),
+                                  InlineKeyboardButton("아니요", callback_data=f"tl:n:{question_id}")]])
 
 
 def parse_edit(data: str | None) -> tuple[str, str, int] | None:
@@ -84,7 +97,12 @@ def feedback_keyboard(
     return InlineKeyboardMarkup([row]) if row else None
 
 
-def confirm_keyboard(question_turn_id: int) -> InlineKeyboardMarkup:
+def confirm_keyboard(question_turn_id: int, *, unsure: bool = False) -> InlineKeyboardMarkup:
+    """예/아니요; for an unsure allergen ("우유 마시면 배 아파") the user says which kind it is."""
+    if unsure:
+        return InlineKeyboardMarkup([[InlineKeyboardButton("알레르기예요", callback_data=f"tc:y:{question_turn_id}"),
+                                      InlineKeyboardButton("그냥 싫어해요", callback_data=f"tc:d:{question_turn_id}"),
+                                      InlineKeyboardButton("아니요", callback_data=f"tc:n:{question_turn_id}")]])
     return InlineKeyboardMarkup([[InlineKeyboardButton("예", callback_data=f"tc:y:{question_turn_id}"),
                                   InlineKeyboardButton("아니요", callback_data=f"tc:n:{question_turn_id}")]])
 
@@ -98,5 +116,5 @@ def answer_keyboard(answer: Answer, *, votes: bool = True) -> InlineKeyboardMark
     if answer.status == "ok":  # a refused premise gets no "다른 거" (it would only refuse again), nor 👍/👎
         return feedback_keyboard(answer.turn_id, retry=answer.can_retry, votes=votes and answer.can_vote)
     if answer.status == "ask":  # a taste statement to confirm before it is remembered
-        return confirm_keyboard(answer.question_turn_id)
+        return confirm_keyboard(answer.question_turn_id, unsure=bool(answer.unsure))
     return None

@@ -16,7 +16,7 @@ from bot.taste import replies as taste_replies
 from bot.taste.profile import ALLERGEN_ORDER, DIETS, TasteItem, TasteProfile
 from bot.telegram import replies as tg
 from bot.telegram.delivery import button_message, deliver, deps, reply, toast
-from bot.telegram.keyboards import parse_confirm, parse_edit
+from bot.telegram.keyboards import parse_confirm, parse_edit, parse_learn
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +68,39 @@ async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await toast(context, update, tg.BAD_BUTTON)
         return
     await toast(context, update)
-    accept, turn_id = parsed
+    choice, turn_id = parsed
+    accept, unsure_as = choice != "n", "dislike" if choice == "d" else "allergy"
     chat, user_id = message.chat, query.from_user.id
 
     async def settled(text: str) -> None:  # the question turns into what was remembered, before the answer
         await d.sender.edit_text(chat.id, message.message_id, text)
 
     async def run(on_partial: DeltaCallback, place: Place):
-        choice = await d.service.settle_taste(chat.id, user_id, turn_id, accept, on_settled=settled,
-                                              on_partial=on_partial, place=place)
-        return choice.answer
+        settled_choice = await d.service.settle_taste(chat.id, user_id, turn_id, accept, on_settled=settled,
+                                                      on_partial=on_partial, place=place, unsure_as=unsure_as)
+        return settled_choice.answer
 
     try:
         await deliver(d, chat, user_id, None, run)
     except TasteRefused as refused:
         await d.sender.send_text(chat.id, refused.reason, reply_to=message.message_id)
+
+
+async def on_learn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """예/아니요 to "국물 요리는 별로세요? 앞으로 덜 추천할까요?": the question turns into what was done."""
+    d, query = deps(context), update.callback_query
+    parsed, message = parse_learn(query.data), button_message(update)
+    if parsed is None or message is None or d.service.taste is None:
+        await toast(context, update, tg.BAD_BUTTON)
+        return
+    await toast(context, update)
+    accept, question_id = parsed
+    try:
+        text = await d.service.settle_learned(query.from_user.id, question_id, accept)
+    except TasteRefused as refused:
+        await d.sender.send_text(message.chat.id, refused.reason, reply_to=message.message_id)
+        return
+    await d.sender.edit_text(message.chat.id, message.message_id, text)
 
 
 async def on_edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

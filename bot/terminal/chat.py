@@ -154,6 +154,18 @@ class _Session:
         on_partial = printer.partial if self.stream else None
         try:
             answer = await call(on_partial)
+            if answer.status != "ask" and answer.confirm:  # answered at once; "기억해 둘까요?" after the answer
+                printer.final(answer)
+                self.last = answer
+                if answer.learn_id:  # "국물 요리는 별로세요? 앞으로 덜 추천할까요?"
+                    self.unread = await terminal_taste.learned(
+                        self.service, answer, lambda: asyncio.to_thread(next, self.lines, None),
+                        lambda text: say(self.out, text), user_id=self.user_id)
+                    return
+                _, self.unread = await terminal_taste.confirm(
+                    self.service, answer, lambda: asyncio.to_thread(next, self.lines, None),
+                    lambda text: say(self.out, text), chat_id=self.chat_id, user_id=self.user_id)
+                return
             if answer.status == "ask":  # a taste statement: y/N first, then the question it came with, if any
                 answer, self.unread = await terminal_taste.confirm(
                     self.service, answer, lambda: asyncio.to_thread(next, self.lines, None),

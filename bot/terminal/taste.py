@@ -23,27 +23,48 @@ DIET_WORDS = {"채식": "veg", "베지테리언": "veg", "비건": "vegan", "돼
               "쇠고기": "nobeef", "다이어트": "light", "저칼로리": "light", **{code: code for code in DIETS}}
 USAGE = "고치기: /taste 알레르기 새우 · /taste 식단 채식 · /taste 지우기 오이 (알레르기와 식단은 한 번 더 하면 꺼져요)"
 ASK_SUFFIX = " (y/N)"
+UNSURE_SUFFIX = " (알레르기 / 싫어함 / 아니요)"
+ALLERGY_WORDS = {"a", "1", "알레르기", "알러지", "알레르기예요", "알레르기야", "y", "yes", "예", "네", "응"}
+DISLIKE_WORDS = {"d", "2", "싫어함", "싫어", "싫어해", "싫어해요", "그냥 싫어해요", "그냥 싫어", "싫어하는 거"}
 
 
 async def confirm(
     service: ConversationService, asked: Answer, read_line: Callable[[], Awaitable[str | None]],
     say: Callable[[str], None], *, chat_id: int, user_id: int, on_partial: Any = None,
 ) -> tuple[Answer | None, str | None]:
-    """Ask the y/N question of a taste statement, remember (or not), and return the answer to the question that
-    came with it (if any), and the line read when it was neither yes nor no: a new message, handled next. An empty
-    line or the end of input is a no."""
-    say(asked.text + ASK_SUFFIX)
+    """Ask the y/N question of a taste statement (or, for an unsure allergen, which kind it is), remember (or not),
+    and return the answer to the question that came with it (if it was not answered at once), and the line read
+    when it was no choice: a new message, handled next. An empty line or the end of input is a no."""
+    say((asked.confirm or asked.text) + (UNSURE_SUFFIX if asked.unsure else ASK_SUFFIX))
     line = await read_line()
     reply = (line or "").strip().lower()
-    accept = reply in YES
-    unread = line if line is not None and not accept and reply not in NO else None
+    if asked.unsure:
+        accept, unsure_as = reply in ALLERGY_WORDS | DISLIKE_WORDS, "dislike" if reply in DISLIKE_WORDS else "allergy"
+        chosen = accept or reply in NO - {"싫어"}
+    else:
+        accept, unsure_as = reply in YES, "allergy"
+        chosen = accept or reply in NO
+    unread = line if line is not None and not chosen else None
 
     async def settled(text: str) -> None:
         say(text)
 
     choice = await service.settle_taste(chat_id, user_id, asked.question_turn_id, accept, on_settled=settled,
-                                        on_partial=on_partial)
+                                        on_partial=on_partial, unsure_as=unsure_as)
     return choice.answer, unread
+
+
+async def learned(
+    service: ConversationService, asked: Answer, read_line: Callable[[], Awaitable[str | None]],
+    say: Callable[[str], None], *, user_id: int,
+) -> str | None:
+    """Ask a learned question ("국물 요리는 별로세요? …") y/N and keep the answer; returns a line that was neither."""
+    say(f"{asked.confirm}{ASK_SUFFIX}")
+    line = await read_line()
+    reply = (line or "").strip().lower()
+    accept = reply in YES
+    say(await service.settle_learned(user_id, asked.learn_id, accept))
+    return line if line is not None and not accept and reply not in NO else None
 
 
 async def command(service: ConversationService, user_id: int, text: str) -> str:
