@@ -74,8 +74,43 @@ async def test_one_short_caution_line_at_most(db: Path) -> None:
         await service.taste.remember(5, list(map(allergy, ALLERGEN_ORDER)))
         every = await service.reply(1, 5, "추운 날 뭐 먹지")
         own = await service.reply(1, 5, "추운 날 뭐 먹지")
-    assert every.text == "따끈한 국물 요리가 좋겠어요.\n\n※ 재료에 알레르기 성분이 들어 있지 않은지 꼭 확인해 주세요."
-    assert own.text == "따끈한 국물 요리가 좋겠어요. 재료는 꼭 확인하세요."  # the answer's own caution: not a second
+    words, suggestion, check = every.text.split("\n\n")
+    assert words == "따끈한 국물 요리가 좋겠어요." and check == "※ 재료에 알레르기 성분이 들어 있지 않은지 꼭 확인해 주세요."
+    assert suggestion == taste_text.safe_suggestion(every.dishes)  # named no dish: safe picks beside the words
+    assert own.text.startswith("따끈한 국물 요리가 좋겠어요. 재료는 꼭 확인하세요.")  # its own caution: not a second
+    assert own.text.count("확인") == 1
+
+
+def _unsafe(dish: str, allergens: list[str]) -> bool:
+    return bool(set(CATALOG[dish].allergens) & set(allergens)) or bool(TABLE.find(dish, allergens))
+
+
+@pytest.mark.parametrize("allergen", ALLERGEN_ORDER)
+async def test_an_answer_naming_no_dish_gets_safe_catalog_dishes_beside_it(db: Path, allergen: str) -> None:
+    """An allergy never empties the answer: the model's words named no dish, so the catalog's picks that fit the
+    question and carry none of the allergen (column or ingredient word) are offered, and "다른 거" turns them down."""
+    gen = FakeGenerator(["오늘은 속이 편한 음식이 좋겠어요."])
+    async with service_on(db, gen, catalog=CATALOG, check_fit=False, max_resamples=0) as service:
+        await service.taste.remember(5, [allergy(allergen)])
+        first = await service.reply(1, 5, "따뜻한 저녁 추천해줘")
+        second = await service.retry(1, 5, first.turn_id)
+    for answer in (first, second):
+        assert answer.dishes and taste_text.safe_suggestion(answer.dishes) in answer.text
+        assert not [d for d in answer.dishes if _unsafe(d, [allergen])], answer.dishes
+        assert answer.text.count("※") == 1  # the model's own words still vouch for nothing: one check line
+    assert not set(first.dishes) & set(second.dishes)  # turned down with the answer
+    stored = [t for (t,) in rows(db, "SELECT text FROM turns WHERE role = 'assistant' ORDER BY id")]
+    assert all(taste_text.safe_suggestion(a.dishes) in t for a, t in zip((first, second), stored, strict=True))
+
+
+async def test_no_suggestion_when_the_model_named_a_dish_or_the_user_has_no_allergy(db: Path) -> None:
+    gen = FakeGenerator(["샐러드 어때요?", "오늘은 속이 편한 음식이 좋겠어요."])
+    async with service_on(db, gen, catalog=CATALOG, check_fit=False, max_resamples=0) as service:
+        await service.taste.remember(5, [allergy("땅콩")])
+        named = await service.reply(1, 5, "저녁 추천해줘")
+        plain = await service.reply(1, 6, "저녁 추천해줘")
+    assert named.text == "샐러드 어때요?" and named.dishes == ("샐러드",)
+    assert plain.text == "오늘은 속이 편한 음식이 좋겠어요." and plain.dishes == ()
 
 
 async def test_an_allergy_gets_safe_candidates_and_an_answer_with_no_dish_is_drawn_again(db: Path) -> None:

@@ -157,14 +157,20 @@ class Answerer:
         question and that nothing rules out ("후보: …", as the starter data writes candidates). An allergy to 밀 or 대두
         bans hundreds of dishes while sampling; without candidates a small model often names none at all."""
         lines = [profile.prompt_note()]
-        if profile.allergies and self.catalog is not None and hasattr(self.catalog, "dishes"):
-            rng = random.Random(started.stored["seed"])
-            pool = candidates(self.catalog, wishes_in(question.turn.text), avoid.dishes, CANDIDATES * 4, rng)
-            # the catalog's allergens stop at its columns; a name can still carry an ingredient word (콩나물국: 콩나물)
-            picks = [name for name in pool if not avoid.word_bans(name)][:CANDIDATES]
-            if picks:
-                lines.append(f"후보: {', '.join(picks)}")
+        picks = self._safe_picks(question, profile, avoid, started.stored["seed"])
+        if picks:
+            lines.append(f"후보: {', '.join(picks)}")
         return "\n".join(line for line in lines if line) or None
+
+    def _safe_picks(self, question: Question, profile: TasteProfile, avoid: AvoidList, seed: int) -> list[str]:
+        """For a user with allergies: catalog dishes that fit the question and that nothing rules out, the same ones
+        for the same seed (the prompt's candidates, and the answer's suggestion when the model named none)."""
+        if not profile.allergies or self.catalog is None or not hasattr(self.catalog, "dishes"):
+            return []
+        pool = candidates(self.catalog, wishes_in(question.turn.text), avoid.dishes, CANDIDATES * 4,
+                          random.Random(seed))
+        # the catalog's allergens stop at its columns; a name can still carry an ingredient word (콩나물국: 콩나물)
+        return [name for name in pool if not avoid.word_bans(name)][:CANDIDATES]
 
     def _dishes_in(self, text: str) -> tuple[str, ...]:
         return tuple(self.catalog.names_in(text)) if self.catalog is not None else ()
@@ -218,18 +224,24 @@ class Answerer:
         values = _outcome(drawn, prompt)
         if drawn.blocked:
             return await self._fallback(question, pending, drawn, profile, avoid, values, notice)
-        final = drawn.text.strip()
+        final, dishes = drawn.text.strip(), drawn.dishes
+        if final and profile.allergies and not dishes:
+            # The model named no dish: the catalog's safe picks are offered beside its words, stored as shown so
+            # that "다른 거" turns them down too. An allergy must not buy its safety by recommending nothing.
+            picks = tuple(self._safe_picks(question, profile, avoid, started.stored["seed"]))
+            if picks:
+                final, dishes = f"{final}\n\n{taste_replies.safe_suggestion(picks)}", picks
         if final and verdict is not None and verdict.cautions:
             final = "\n\n".join([final, *verdict.cautions])  # stored as shown: the caution is part of the answer
-        recommended = (Recommended(question.user_id, drawn.dishes, self.taste.clock())
+        recommended = (Recommended(question.user_id, dishes, self.taste.clock())
                        if self.taste is not None else None)
         await self.store.finish_answer(pending, status="ok", text=final, recommended=recommended, **values)
         self.answered += 1
         shown = final or replies.EMPTY_TEXT
         if profile.allergies and not drawn.dishes and not _cautions(shown):
-            # nothing the catalog vouches for: one short line, unless the answer already says to check
+            # the model's own words name nothing the catalog vouches for: one short line, unless they say to check
             shown = f"{shown}\n\n{taste_replies.check_ingredients(profile.allergies)}"
-        return Answer(pending, question.turn.id, shown, drawn.request.seed, "ok", drawn.dishes, notice,
+        return Answer(pending, question.turn.id, shown, drawn.request.seed, "ok", dishes, notice,
                       can_vote=bool(values["completion"]))
 
     async def _fallback(self, question: Question, turn_id: int, drawn: Drawn, profile: TasteProfile,

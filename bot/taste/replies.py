@@ -93,6 +93,11 @@ def fallback(allergens: Sequence[str], *, asked_for_it: bool) -> str:
             "질문을 조금 바꿔서 다시 물어봐 주세요.")
 
 
+def safe_suggestion(dishes: Sequence[str]) -> str:
+    """Beside an answer that named no dish, for a user with allergies: catalog dishes that fit and carry none of them."""
+    return f"알레르기 걱정 없이 고를 만한 메뉴로는 {', '.join(dishes)} 같은 것도 있어요."
+
+
 def check_ingredients(allergens: Sequence[str]) -> str:
     """Added when the user has allergies and the answer names no dish the catalog knows (so nothing guaranteed). One
     short line: past three allergens it names none (the user knows them; a list of 19 is noise)."""
