@@ -30,7 +30,6 @@ Matching rules (why each exists):
 
 from __future__ import annotations
 
-import csv
 import operator
 import re
 import unicodedata
@@ -38,6 +37,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from model.food.table import table_rows
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "dishes.csv"
 COLUMNS = ("name", "aliases", "category", "tags", "allergens")
@@ -303,26 +304,11 @@ def _split(field: str) -> tuple[str, ...]:
 
 def parse_rows(lines: Iterable[str], source: str) -> list[Dish]:
     """Dishes from CSV lines; a CatalogError names `source` and the line of the first problem."""
-    reader = csv.reader(lines)
     dishes: list[Dish] = []
     line_of: dict[str, int] = {}
-    header_seen = False
-    for row in reader:
-        line = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        where = f"{source}, line {line}"
-        if not header_seen:
-            if tuple(cell.strip() for cell in row) != COLUMNS:
-                raise CatalogError(f"{where}: the header must be {','.join(COLUMNS)}, got {','.join(row)}")
-            header_seen = True
-            continue
-        if len(row) != len(COLUMNS):
-            raise CatalogError(
-                f"{where}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}), got {len(row)}: "
-                f"{','.join(row)!r}; fields are |-separated, never comma-separated"
-            )
-        name, aliases, category, tags, allergens = (cell.strip() for cell in row)
+    hint = "fields are |-separated, never comma-separated"
+    for where, line, (name, aliases, category, tags, allergens) in table_rows(lines, source, COLUMNS, CatalogError,
+                                                                              hint):
         if not name:
             raise CatalogError(f"{where}: the name is empty")
         if not category or len(category.split()) != 1:
@@ -341,8 +327,6 @@ def parse_rows(lines: Iterable[str], source: str) -> list[Dish]:
                 )
             line_of[key] = line
         dishes.append(dish)
-    if not header_seen:
-        raise CatalogError(f"{source}: empty file; the first line must be {','.join(COLUMNS)}")
     return dishes
 
 

@@ -15,13 +15,13 @@ known pieces: ingredient words, food heads that follow one (국, 죽, 볶음, �
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from model.food.morph import kiwi
+from model.food.table import table_rows
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "allergen_ingredients.csv"
 COLUMNS = ("allergen", "word", "source")
@@ -194,28 +194,13 @@ def _segments(form: str, pieces: frozenset[str]) -> tuple[str, ...] | None:
 def parse_rows(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
     from model.food.dishes import ALLERGENS
 
-    reader = csv.reader(lines)
     rows: list[tuple[str, str]] = []
-    header_seen = False
-    for row in reader:
-        where = f"{source}, line {reader.line_num}"
-        if not row or all(not c.strip() for c in row):
-            continue
-        if not header_seen:
-            if tuple(c.strip() for c in row) != COLUMNS:
-                raise IngredientsError(f"{where}: the header must be {','.join(COLUMNS)}")
-            header_seen = True
-            continue
-        if len(row) != len(COLUMNS):
-            raise IngredientsError(f"{where}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}), got {len(row)}")
-        allergen, word, origin = (c.strip() for c in row)
+    for where, _, (allergen, word, origin) in table_rows(lines, source, COLUMNS, IngredientsError):
         if allergen not in ALLERGENS:
             raise IngredientsError(f"{where}: {allergen!r} is not an allergen category ({' '.join(sorted(ALLERGENS))})")
         if not word or " " in word or not origin:
             raise IngredientsError(f"{where}: the word must be one word without spaces, and the source must be given")
         rows.append((allergen, word))
-    if not header_seen:
-        raise IngredientsError(f"{source}: empty file; the first line must be {','.join(COLUMNS)}")
     return rows
 
 

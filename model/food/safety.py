@@ -13,7 +13,6 @@ Data: data/safety_notes.csv, written by us, columns `id,kind,all_of,none_of,caut
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from model.food.morph import Lemma, contains, lemmas, negated, phrase
+from model.food.table import table_rows
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "safety_notes.csv"
 COLUMNS = ("id", "kind", "all_of", "none_of", "caution", "avoid")
@@ -129,22 +129,10 @@ def _phrases(field: str, where: str) -> tuple[Phrase, ...]:
 
 
 def parse_rows(lines: Iterable[str], source: str) -> list[SafetyNote]:
-    reader = csv.reader(lines)
     notes: list[SafetyNote] = []
-    header_seen = False
-    for row in reader:
-        where = f"{source}, line {reader.line_num}"
-        if not row or all(not c.strip() for c in row):
-            continue
-        if not header_seen:
-            if tuple(c.strip() for c in row) != COLUMNS:
-                raise SafetyNotesError(f"{where}: the header must be {','.join(COLUMNS)}")
-            header_seen = True
-            continue
-        if len(row) != len(COLUMNS):
-            raise SafetyNotesError(f"{where}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}), got {len(row)}; "
-                                   "alternatives are |-separated and groups ;-separated, never comma-separated")
-        note_id, kind, all_of, none_of, text, avoid = (c.strip() for c in row)
+    hint = "alternatives are |-separated and groups ;-separated, never comma-separated"
+    for where, _, (note_id, kind, all_of, none_of, text, avoid) in table_rows(lines, source, COLUMNS,
+                                                                              SafetyNotesError, hint):
         if kind not in KINDS:
             raise SafetyNotesError(f"{where}: {note_id}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
         groups = tuple(_phrases(group, where) for group in all_of.split(";") if group.strip())
@@ -152,8 +140,6 @@ def parse_rows(lines: Iterable[str], source: str) -> list[SafetyNote]:
             raise SafetyNotesError(f"{where}: {note_id}: all_of and caution must not be empty")
         notes.append(SafetyNote(note_id, kind, groups, _phrases(none_of, where), text,
                                 tuple(a.strip() for a in avoid.split("|") if a.strip())))
-    if not header_seen:
-        raise SafetyNotesError(f"{source}: empty file; the first line must be {','.join(COLUMNS)}")
     return notes
 
 
