@@ -3,15 +3,17 @@ browsers at once lose nothing and keep each one's order.
 
 The page is served as deployed, in a process of its own (tests/web_server.py's `start_web_process`: bot/web/server.py
 on uvicorn + Gradio's queue on the service's event loop, the real Generator on the demo model, SQLite), and driven
-through its HTTP API from this process, with gradio_client, one Client per session (a browser: its own key and Gradio
-session). Each message's time as the client sees it is paired with the time the service's `reply` took for that same
-message inside the server (the server process writes it to a file, read once it has stopped): the difference is the
-page's overhead (HTTP, Gradio's queue and streaming, bot/web/chat.py), whatever the model took.
+through its HTTP API from this process, each session a browser with its own key: with gradio_client (one Client per
+session), and with httpx speaking Gradio's queue protocol itself (gradio_client polls its received messages every
+50 ms, which would be counted as the page's). Each message's time as the client sees it is paired with the time the
+service's `reply` took for that same message inside the server (the server process writes it to a file, read once it
+has stopped): the difference is the page's overhead (HTTP, Gradio's queue and streaming, bot/web/chat.py), whatever
+the model took.
 
 1. Sequential: one session, messages one after another: the overhead's p50 / p95 (target p50 <= 20 ms).
-2. Concurrent: N sessions at once, each sending M messages in turn (a person waits for the answer before the next):
-   the overhead under load, throughput, and from the database: every question stored and answered, each session's
-   turns in the order sent, and the page's last history equal to the stored conversation.
+2. Concurrent: N sessions at once, each sending M messages in turn (a person waits for the answer before the next),
+   through each client: the overhead under load, throughput, and from the database: every question stored and
+   answered, each session's turns in the order sent, and the page's last history equal to the stored conversation.
 
     .venv/bin/python bench/web_sessions.py                      # the demo model (built once, cached), 20 × 5
     .venv/bin/python bench/web_sessions.py --model DIR --sessions 20 --messages 5 --docs
@@ -130,14 +132,17 @@ def ms(values: list[float], q: float) -> float:
 
 
 def drive(server: WebProcess, args: argparse.Namespace) -> dict[str, Any]:
-    """The sequential runs, then the sessions at once; every session's result, and the concurrent run's wall time."""
+    """The sequential runs, then the sessions at once through each client; every session's result, and the wall
+    time of each concurrent run."""
     session(server, "warm", 2)
     runs: dict[str, Any] = {"raw": raw_session(server, "raw", args.sequential),
                             "sequential": session(server, "seq", args.sequential)}
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.sessions) as pool:
-        runs["together"] = list(pool.map(lambda n: session(server, f"s{n}", args.messages), range(args.sessions)))
-    runs["wall"] = time.perf_counter() - started
+    for name, client in (("together_raw", raw_session), ("together", session)):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.sessions) as pool:
+            runs[name] = list(pool.map(lambda n, c=client, k=name: c(server, f"{k}{n}", args.messages),
+                                       range(args.sessions)))
+        runs[f"{name}_wall"] = time.perf_counter() - started
     return runs
 
 
@@ -160,25 +165,25 @@ def run(args: argparse.Namespace) -> str:
             runs = drive(server, args)
         finally:
             server.stop()  # before reading the timings and the database: the server has written all it will
-        results = [runs["raw"], runs["sequential"], *runs["together"]]
+        results = [runs["raw"], runs["sequential"], *runs["together_raw"], *runs["together"]]
         add_overheads(results, timings)
         problems = check(server, results)
     return report(args, model, runs, problems)
 
 
-def report(args: argparse.Namespace, model: Path, runs: dict[str, Any], problems: list[str]) -> str:
-    raw, sequential, results = runs["raw"], runs["sequential"], runs["together"]
-    together = [o for r in results for o in r["overheads"]]
+def row(label: str, results: list[dict[str, Any]], wall: float | None) -> list[object]:
+    overheads = [o for r in results for o in r["overheads"]]
     totals = [t for r in results for t in r["totals"]]
-    n = args.sessions * args.messages
-    rows = [
-        ["1 session, one message at a time, the queue protocol (httpx)", args.sequential,
-         f"{ms(raw['overheads'], 0.5):.1f}", f"{ms(raw['overheads'], 0.95):.1f}", f"{ms(raw['totals'], 0.5):.0f}", "-"],
-        ["1 session, one message at a time, gradio_client", args.sequential, f"{ms(sequential['overheads'], 0.5):.1f}",
-         f"{ms(sequential['overheads'], 0.95):.1f}", f"{ms(sequential['totals'], 0.5):.0f}", "-"],
-        [f"{args.sessions} sessions at once, {args.messages} messages each, gradio_client", n, f"{ms(together, 0.5):.1f}",
-         f"{ms(together, 0.95):.1f}", f"{ms(totals, 0.5):.0f}", f"{n / runs['wall']:.1f}"],
-    ]
+    return [label, len(totals), f"{ms(overheads, 0.5):.1f}", f"{ms(overheads, 0.95):.1f}", f"{ms(totals, 0.5):.0f}",
+            f"{len(totals) / wall:.1f}" if wall else "-"]
+
+
+def report(args: argparse.Namespace, model: Path, runs: dict[str, Any], problems: list[str]) -> str:
+    at_once = f"{args.sessions} sessions at once, {args.messages} messages each"
+    rows = [row("1 session, one message at a time, the queue protocol (httpx)", [runs["raw"]], None),
+            row("1 session, one message at a time, gradio_client", [runs["sequential"]], None),
+            row(f"{at_once}, the queue protocol (httpx)", runs["together_raw"], runs["together_raw_wall"]),
+            row(f"{at_once}, gradio_client", runs["together"], runs["together_wall"])]
     table = markdown_table(["run", "messages", "page overhead p50 (ms)", "p95 (ms)", "message p50 (ms)",
                             "messages/s"], rows)
     kept = "none: every question stored and answered, each session in order, page = database" if not problems \
