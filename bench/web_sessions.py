@@ -1,16 +1,19 @@
 """Web sessions: what the page (`mechuri web`) adds per message over the conversation service alone, and that many
 browsers at once lose nothing and keep each one's order.
 
-The page is served for real (tests/web_server.py: uvicorn + Gradio's queue on the service's event loop, the real
-Generator on the demo model, SQLite) and driven through its HTTP API with gradio_client, one Client per session (a
-browser: its own key and Gradio session). Each message's time as the client sees it is paired with the time the
-service's `reply` took for that same message inside the server: the difference is the page's overhead (HTTP, Gradio's
-queue and streaming, bot/web/chat.py), whatever the model took.
+The page is served as deployed, in a process of its own (tests/web_server.py's `start_web_process`: bot/web/server.py
+on uvicorn + Gradio's queue on the service's event loop, the real Generator on the demo model, SQLite), and driven
+through its HTTP API from this process, each session a browser with its own key: with gradio_client (one Client per
+session), and with httpx speaking Gradio's queue protocol itself (gradio_client polls its received messages every
+50 ms, which would be counted as the page's). Each message's time as the client sees it is paired with the time the
+service's `reply` took for that same message inside the server (the server process writes it to a file, read once it
+has stopped): the difference is the page's overhead (HTTP, Gradio's queue and streaming, bot/web/chat.py), whatever
+the model took.
 
 1. Sequential: one session, messages one after another: the overhead's p50 / p95 (target p50 <= 20 ms).
-2. Concurrent: N sessions at once, each sending M messages in turn (a person waits for the answer before the next):
-   the overhead under load, throughput, and from the database: every question stored and answered, each session's
-   turns in the order sent, and the page's last history equal to the stored conversation.
+2. Concurrent: N sessions at once, each sending M messages in turn (a person waits for the answer before the next),
+   through each client: the overhead under load, throughput, and from the database: every question stored and
+   answered, each session's turns in the order sent, and the page's last history equal to the stored conversation.
 
     .venv/bin/python bench/web_sessions.py                      # the demo model (built once, cached), 20 × 5
     .venv/bin/python bench/web_sessions.py --model DIR --sessions 20 --messages 5 --docs
@@ -25,7 +28,6 @@ import os
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from web_server import WebServer, start_web_server  # noqa: E402
+from web_server import WebProcess, start_web_process  # noqa: E402
 
 from bench.common import append_docs, command_line, cpu_line, markdown_table, today  # noqa: E402
 from bot.store.users import new_browser_key, web_user_id  # noqa: E402
@@ -44,45 +46,26 @@ QUESTIONS = ("매운 요리 추천해줘", "아침에 간단하게 먹을 수 �
              "가볍게 먹을 점심 메뉴 알려줘", "친구들이랑 먹을 저녁 추천해줘")
 
 
-class ServiceClock:
-    """Wraps the served ConversationService's `reply`: how long the service took for each message (by its text)."""
-
-    def __init__(self, service: Any) -> None:
-        self.took: dict[str, float] = {}
-        self._lock = threading.Lock()
-        inner = service.reply
-
-        async def timed(chat_id: int, user_id: int, text: str, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await inner(chat_id, user_id, text, **kwargs)
-            finally:
-                with self._lock:
-                    self.took[text] = time.perf_counter() - started
-
-        service.reply = timed
-
-
-def session(server: WebServer, clock: ServiceClock, name: str, messages: int) -> dict[str, Any]:
+def session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
+    """One browser sending `messages` questions, each after the last answer; each unique, to pair it with the
+    service's time for it."""
     from gradio_client import Client
 
     api = Client(server.url, verbose=False)
     key = new_browser_key()
     history: list[Any] = []
-    overheads, totals, sent = [], [], []
+    totals, sent = [], []
     for i in range(messages):
-        text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"  # unique: pairs the page's time with the service's
+        text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"
         started = time.perf_counter()
         history, _ = api.predict(text, history, key, api_name="/send")
-        total = time.perf_counter() - started
+        totals.append(time.perf_counter() - started)
         sent.append(text)
-        totals.append(total)
-        overheads.append(total - clock.took[text])
     api.close()
-    return {"key": key, "sent": sent, "history": history, "overheads": overheads, "totals": totals}
+    return {"key": key, "sent": sent, "history": history, "totals": totals}
 
 
-def raw_session(server: WebServer, clock: ServiceClock, name: str, messages: int) -> dict[str, Any]:
+def raw_session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
     """`session` through the page's queue protocol itself (POST queue/join, then the event stream of
     queue/data) with httpx: gradio_client polls its received messages every 50 ms, which would be measured as the
     page's overhead."""
@@ -93,7 +76,7 @@ def raw_session(server: WebServer, clock: ServiceClock, name: str, messages: int
         prefix = config.get("api_prefix", "/gradio_api").strip("/")
         send = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "send")
         key, history = new_browser_key(), []
-        overheads, totals, sent = [], [], []
+        totals, sent = [], []
         for i in range(messages):
             text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"
             session_hash = f"{name}-{i}-{key[:8]}"
@@ -107,14 +90,12 @@ def raw_session(server: WebServer, clock: ServiceClock, name: str, messages: int
                     if message.get("msg") == "process_completed":
                         history = message["output"]["data"][0]
                         break
-            total = time.perf_counter() - started
+            totals.append(time.perf_counter() - started)
             sent.append(text)
-            totals.append(total)
-            overheads.append(total - clock.took[text])
-    return {"key": key, "sent": sent, "history": history, "overheads": overheads, "totals": totals}
+    return {"key": key, "sent": sent, "history": history, "totals": totals}
 
 
-def check(server: WebServer, results: list[dict[str, Any]]) -> list[str]:
+def check(server: WebProcess, results: list[dict[str, Any]]) -> list[str]:
     """Problems found in the database: a lost or unanswered question, turns out of order, a page history that is
     not the stored conversation."""
     path = server.database_url.removeprefix("sqlite+aiosqlite:///")
@@ -150,42 +131,66 @@ def ms(values: list[float], q: float) -> float:
     return 1000 * ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
+def drive(server: WebProcess, args: argparse.Namespace) -> dict[str, Any]:
+    """The sequential runs, then the sessions at once through each client; every session's result, and the wall
+    time of each concurrent run."""
+    session(server, "warm", 2)
+    runs: dict[str, Any] = {"raw": raw_session(server, "raw", args.sequential),
+                            "sequential": session(server, "seq", args.sequential)}
+    for name, client in (("together_raw", raw_session), ("together", session)):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.sessions) as pool:
+            runs[name] = list(pool.map(lambda n, c=client, k=name: c(server, f"{k}{n}", args.messages),
+                                       range(args.sessions)))
+        runs[f"{name}_wall"] = time.perf_counter() - started
+    return runs
+
+
+def add_overheads(results: list[dict[str, Any]], timings: Path) -> None:
+    """Pair each message's time at the client with the service's time for it (the server's file, by the message's
+    text): the page's overhead."""
+    took = {row["text"]: row["s"] for row in map(json.loads, timings.read_text(encoding="utf-8").splitlines())}
+    for result in results:
+        paired = zip(result["sent"], result["totals"], strict=True)
+        result["overheads"] = [total - took[text] for text, total in paired]
+
+
 def run(args: argparse.Namespace) -> str:
     model = Path(args.model) if args.model else demo_model()
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_web_server(model, f"sqlite+aiosqlite:///{Path(tmp) / 'web.db'}", seed=None,
-                                  max_new_tokens=args.max_new_tokens)
+        timings = Path(tmp) / "service-times.jsonl"
+        server = start_web_process(model, f"sqlite+aiosqlite:///{Path(tmp) / 'web.db'}", seed=None,
+                                   max_new_tokens=args.max_new_tokens, timings=timings)
         try:
-            clock = ServiceClock(server.service)
-            session(server, clock, "warm", 2)
-            raw = raw_session(server, clock, "raw", args.sequential)
-            sequential = session(server, clock, "seq", args.sequential)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.sessions) as pool:
-                results = list(pool.map(lambda n: session(server, clock, f"s{n}", args.messages),
-                                        range(args.sessions)))
-            wall = time.perf_counter() - started
-            problems = check(server, [raw, sequential, *results])
+            runs = drive(server, args)
         finally:
-            server.stop()
-    together = [o for r in results for o in r["overheads"]]
+            server.stop()  # before reading the timings and the database: the server has written all it will
+        results = [runs["raw"], runs["sequential"], *runs["together_raw"], *runs["together"]]
+        add_overheads(results, timings)
+        problems = check(server, results)
+    return report(args, model, runs, problems)
+
+
+def row(label: str, results: list[dict[str, Any]], wall: float | None) -> list[object]:
+    overheads = [o for r in results for o in r["overheads"]]
     totals = [t for r in results for t in r["totals"]]
-    n = args.sessions * args.messages
-    rows = [
-        ["1 session, one message at a time, the queue protocol (httpx)", args.sequential,
-         f"{ms(raw['overheads'], 0.5):.1f}", f"{ms(raw['overheads'], 0.95):.1f}", f"{ms(raw['totals'], 0.5):.0f}", "-"],
-        ["1 session, one message at a time, gradio_client", args.sequential, f"{ms(sequential['overheads'], 0.5):.1f}",
-         f"{ms(sequential['overheads'], 0.95):.1f}", f"{ms(sequential['totals'], 0.5):.0f}", "-"],
-        [f"{args.sessions} sessions at once, {args.messages} messages each, gradio_client", n, f"{ms(together, 0.5):.1f}",
-         f"{ms(together, 0.95):.1f}", f"{ms(totals, 0.5):.0f}", f"{n / wall:.1f}"],
-    ]
+    return [label, len(totals), f"{ms(overheads, 0.5):.1f}", f"{ms(overheads, 0.95):.1f}", f"{ms(totals, 0.5):.0f}",
+            f"{len(totals) / wall:.1f}" if wall else "-"]
+
+
+def report(args: argparse.Namespace, model: Path, runs: dict[str, Any], problems: list[str]) -> str:
+    at_once = f"{args.sessions} sessions at once, {args.messages} messages each"
+    rows = [row("1 session, one message at a time, the queue protocol (httpx)", [runs["raw"]], None),
+            row("1 session, one message at a time, gradio_client", [runs["sequential"]], None),
+            row(f"{at_once}, the queue protocol (httpx)", runs["together_raw"], runs["together_raw_wall"]),
+            row(f"{at_once}, gradio_client", runs["together"], runs["together_wall"])]
     table = markdown_table(["run", "messages", "page overhead p50 (ms)", "p95 (ms)", "message p50 (ms)",
                             "messages/s"], rows)
     kept = "none: every question stored and answered, each session in order, page = database" if not problems \
         else "; ".join(problems[:5])
     return (f"Machine: {cpu_line()}; load before {args.load_before}; after {os.getloadavg()[0]:.1f}; {today()}; "
-            f"model {model}; {args.max_new_tokens} new tokens.  \nCommand: `{command_line()}`\n\n{table}\n\n"
-            f"Lost or out of order: {kept}.\n")
+            f"model {model}; {args.max_new_tokens} new tokens; the server in its own process.  \n"
+            f"Command: `{command_line()}`\n\n{table}\n\nLost or out of order: {kept}.\n")
 
 
 def demo_model() -> Path:

@@ -167,3 +167,20 @@ def test_mechuri_web_demo_serves_the_page(quick_demo_dir: Path, tmp_path: Path) 
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
     assert (tmp_path / "data" / "mechuri" / "demo.db").exists()  # the history is in the user's data folder
+
+
+def test_the_sessions_benchmark_runs_against_a_server_process(quick_demo_dir: Path) -> None:
+    """bench/web_sessions.py end to end, small: the page in its own process, the service's times paired with the
+    clients' (a message without one would fail), and the order and nothing-lost checks reported clean."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench/web_sessions.py", "--model", str(quick_demo_dir), "--sessions", "2",
+                           "--messages", "2", "--sequential", "2", "--max-new-tokens", "16"], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row[1] for row in rows] == ["2", "2", "4", "4"], done.stdout
+    assert all(float(row[2]) > 0 for row in rows), done.stdout  # the client's time includes the service's
+    assert "Lost or out of order: none" in done.stdout and "own process" in done.stdout
