@@ -173,7 +173,7 @@ def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: tim
     by_id = {u.id: u for u in users}
     history: dict[int, list[tuple[datetime, set[str]]]] = {}
     counts = {"answers": 0, "allergen": 0, "ingredient": 0, "diet": 0, "dislike": 0, "repeat": 0, "fallback": 0,
-              "no_dish": 0, "safe_dish": 0}
+              "no_dish": 0, "safe_dish": 0, "own_safe": 0}
     from bot.taste.parse import TasteReader
 
     rules = TasteReader.load(catalog).rules
@@ -188,6 +188,9 @@ def score(seen: list[Seen], users: list[User], catalog: DishCatalog, window: tim
         counts["no_dish"] += not named and not s.answer.fallback
         bad = [d.name for d in named if set(user.allergies) & set(d.allergens)]
         counts["safe_dish"] += bool(named) and not bad and not s.answer.fallback
+        own = catalog.find(_without_suggestion(s.answer))  # the model's own words, without the safe picks' line
+        counts["own_safe"] += bool(own) and not (set(user.allergies) & {a for d in own for a in d.allergens}) \
+            and not s.answer.fallback
         said = "" if s.answer.fallback else _without_check_line(s.answer.text, user.allergies)
         if words := [h.word for h in table.find(said, user.allergies)]:
             counts["ingredient"] += 1
@@ -294,6 +297,7 @@ def report(args: argparse.Namespace, users: list[User], catalog: DishCatalog, re
             f"{100 * counts['no_dish'] / n:.0f} %", f"{attempts:.2f}", f"{p50:.0f} ms", f"{mean:.0f} ms",
         ])
     base, taste = results["baseline"], results["taste"]
+    own_share = 100 * score(taste, users, catalog, window)["own_safe"] / max(1, len(taste))
     extra = 100 * (latency_row(taste)[1] / latency_row(base)[1] - 1)
     table = markdown_table(["run", "answers", "allergen dishes", "allergen ingredient words", "diet conflicts",
                             "dislike conflicts", "repeats ≤ 7 days", "fallbacks",
@@ -314,13 +318,19 @@ def report(args: argparse.Namespace, users: list[User], catalog: DishCatalog, re
         f"Extra latency of the avoidance (mean per answer, taste vs baseline): {extra:+.0f} %. "
         f"Allergen violations with taste, dish or ingredient word: {len(leaks)} over {len(taste)} answers (target 0). "
         f"Names a safe catalog dish: {shares['taste']:.1f} % against the baseline's {shares['baseline']:.1f} % naming "
-        f"a dish ({shares['taste'] - shares['baseline']:+.1f} points; target within 5).",
+        f"a dish ({shares['taste'] - shares['baseline']:+.1f} points; target within 5); in the model's own words, "
+        f"without the line of safe picks the service adds when they name none: {own_share:.1f} %.",
     ])
     if examples:
         body += "\n\nSoft misses with taste on (kept after the resample bound, or a repeat):\n" + "\n".join(examples)
     print(body)
     if args.docs:
         append_docs("## Taste: a scripted week, the guarantee down to the ingredient (issue 23)", body)
+
+
+def _without_suggestion(answer: Answer) -> str:
+    line = taste_replies.safe_suggestion(answer.dishes) if answer.dishes else None
+    return "\n\n".join(part for part in answer.text.split("\n\n") if part != line)
 
 
 def model_line(model_dir: Path) -> str:

@@ -25,3 +25,4 @@ def test_taste_week_runs_and_reports_zero_allergen_violations(tiny_model_dir: Pa
     assert re.search(r"\| baseline: nothing remembered, variety off \| \d+ \|", out)
     assert re.search(r"Allergen violations with taste, dish or ingredient word: 0 over \d+ answers", out)
     assert re.search(r"Names a safe catalog dish: [\d.]+ % against the baseline's [\d.]+ %", out)
+    assert re.search(r"in the model's own words, without the line of safe picks .*: [\d.]+ %", out)
