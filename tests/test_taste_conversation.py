@@ -176,9 +176,13 @@ async def test_an_answer_naming_no_catalog_dish_asks_to_check_ingredients(db: Pa
         answer = await service.reply(1, 5, "추운 날 뭐 먹지")
         await service.taste.remember(6, [diet("veg")])
         no_allergy = await service.reply(1, 6, "추운 날 뭐 먹지")
-    assert answer.text == f"따끈한 국물 요리가 좋겠어요.\n\n{taste_text.check_ingredients(['밀', '게'])}"
+    suggestion = taste_text.safe_suggestion(answer.dishes)  # the catalog's safe picks beside words naming none
+    assert answer.dishes and not any({"밀", "게"} & set(CATALOG[d].allergens) for d in answer.dishes)
+    assert answer.text == (f"따끈한 국물 요리가 좋겠어요.\n\n{suggestion}\n\n"
+                           f"{taste_text.check_ingredients(['밀', '게'])}")
     assert no_allergy.text == "따끈한 국물 요리가 좋겠어요."
-    assert rows(db, "SELECT text FROM turns WHERE id = ?", answer.turn_id) == [("따끈한 국물 요리가 좋겠어요.",)]
+    stored = f"따끈한 국물 요리가 좋겠어요.\n\n{suggestion}"  # stored as shown, so "다른 거" turns the picks down too
+    assert rows(db, "SELECT text FROM turns WHERE id = ?", answer.turn_id) == [(stored,)]
 
 
 # --- soft steering and variety --------------------------------------------------------------------------------------
