@@ -4,6 +4,7 @@ confirm a statement ("새우 알레르기를 기억해 둘까요?"). Callback da
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -61,14 +62,24 @@ async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await reply(d, update.effective_message, text, keyboard)
 
 
-async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def _taste_button(update: Update, context: ContextTypes.DEFAULT_TYPE,
+                        parse: Callable[[str | None], Any]) -> tuple[Any, Any, Any] | None:
+    """(deps, the parsed button, its message) for a well-formed press with taste on, after the toast; else the
+    "bad button" toast and None."""
     d, query = deps(context), update.callback_query
-    parsed, message = parse_confirm(query.data), button_message(update)
+    parsed, message = parse(query.data), button_message(update)
     if parsed is None or message is None or d.service.taste is None:
         await toast(context, update, tg.BAD_BUTTON)
-        return
+        return None
     await toast(context, update)
-    choice, turn_id = parsed
+    return d, parsed, message
+
+
+async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    if (pressed := await _taste_button(update, context, parse_confirm)) is None:
+        return
+    d, (choice, turn_id), message = pressed
+    query = update.callback_query
     accept, unsure_as = choice != "n", "dislike" if choice == "d" else "allergy"
     chat, user_id = message.chat, query.from_user.id
 
@@ -88,15 +99,11 @@ async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
 
 async def on_learn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """예/아니요 to "국물 요리는 별로세요? 앞으로 덜 추천할까요?": the question turns into what was done."""
-    d, query = deps(context), update.callback_query
-    parsed, message = parse_learn(query.data), button_message(update)
-    if parsed is None or message is None or d.service.taste is None:
-        await toast(context, update, tg.BAD_BUTTON)
+    if (pressed := await _taste_button(update, context, parse_learn)) is None:
         return
-    await toast(context, update)
-    accept, question_id = parsed
+    d, (accept, question_id), message = pressed
     try:
-        text = await d.service.settle_learned(query.from_user.id, question_id, accept)
+        text = await d.service.settle_learned(update.callback_query.from_user.id, question_id, accept)
     except TasteRefused as refused:
         await d.sender.send_text(message.chat.id, refused.reason, reply_to=message.message_id)
         return
