@@ -118,12 +118,12 @@ def user_id(server: WebServer) -> int:
 def test_an_answer_streams_in_and_is_stored(page: Any, server: WebServer) -> None:
     answer = ask(page, "매운 요리 추천해줘")
     seen = page.execute_script("return window.__seen")
-    # Streamed: the bubble grew, showing a partial text before the rest of it. (The grown text may be a sample the
-    # service later drew again: a resample starts the bubble over, and the last sample may arrive in one update.)
-    shown = [s for s in seen if s not in ("", "…")]
-    grew = [(a, b) for i, a in enumerate(shown) for b in shown[i + 1:] if b != a and b.startswith(a)]
-    assert grew, seen
-    assert seen[-1] == answer or answer in seen, seen
+    # Streamed: the bubble showed text while the answer was being generated, before the final one. (With the quick
+    # model a sample takes less than one page update, so what shows may be a partial of a sample the service then
+    # drew again: a resample starts the bubble over. A page that waited for the whole answer shows only "…".)
+    assert answer in seen, seen
+    before = [s for s in seen[: seen.index(answer)] if s not in ("", "…")]
+    assert before, seen
     assert texts(page, USER)[-1] == "매운 요리 추천해줘"
     stored = db_rows(server, "SELECT text FROM turns WHERE role = 'assistant' ORDER BY id DESC LIMIT 1")[0][0]
     assert stored == answer
