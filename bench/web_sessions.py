@@ -54,15 +54,16 @@ def session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
     api = Client(server.url, verbose=False)
     key = new_browser_key()
     history: list[Any] = []
-    totals, sent = [], []
+    totals, sent, starts = [], [], []
     for i in range(messages):
         text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"
         started = time.perf_counter()
-        history, _ = api.predict(text, history, key, api_name="/send")
+        history = api.predict(text, history, key, api_name="/send")
         totals.append(time.perf_counter() - started)
+        starts.append(started)
         sent.append(text)
     api.close()
-    return {"key": key, "sent": sent, "history": history, "totals": totals}
+    return {"key": key, "sent": sent, "history": history, "totals": totals, "starts": starts}
 
 
 def raw_session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
@@ -76,10 +77,10 @@ def raw_session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
         prefix = config.get("api_prefix", "/gradio_api").strip("/")
         send = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "send")
         key, history = new_browser_key(), []
-        totals, sent = [], []
+        totals, sent, starts = [], [], []
+        session_hash = f"{name}-{key[:8]}"  # one per session, as a browser tab (and gradio_client) keeps one
         for i in range(messages):
             text = f"{QUESTIONS[i % len(QUESTIONS)]} ({name}-{i})"
-            session_hash = f"{name}-{i}-{key[:8]}"
             started = time.perf_counter()
             http.post(f"{prefix}/queue/join", json={"data": [text, history, key], "event_data": None,
                                                      "fn_index": send, "trigger_id": None,
@@ -91,8 +92,9 @@ def raw_session(server: WebProcess, name: str, messages: int) -> dict[str, Any]:
                         history = message["output"]["data"][0]
                         break
             totals.append(time.perf_counter() - started)
+            starts.append(started)
             sent.append(text)
-    return {"key": key, "sent": sent, "history": history, "totals": totals}
+    return {"key": key, "sent": sent, "history": history, "totals": totals, "starts": starts}
 
 
 def check(server: WebProcess, results: list[dict[str, Any]]) -> list[str]:
@@ -149,10 +151,13 @@ def drive(server: WebProcess, args: argparse.Namespace) -> dict[str, Any]:
 def add_overheads(results: list[dict[str, Any]], timings: Path) -> None:
     """Pair each message's time at the client with the service's time for it (the server's file, by the message's
     text): the page's overhead."""
-    took = {row["text"]: row["s"] for row in map(json.loads, timings.read_text(encoding="utf-8").splitlines())}
+    took = {row["text"]: row for row in map(json.loads, timings.read_text(encoding="utf-8").splitlines())}
     for result in results:
-        paired = zip(result["sent"], result["totals"], strict=True)
-        result["overheads"] = [total - took[text] for text, total in paired]
+        paired = list(zip(result["sent"], result["starts"], result["totals"], strict=True))
+        result["overheads"] = [total - took[text]["s"] for text, _, total in paired]
+        # Both processes read the same monotonic clock: the page's time before the service began, and after it.
+        result["before"] = [took[text]["start"] - start for text, start, _ in paired]
+        result["after"] = [start + total - took[text]["end"] for text, start, total in paired]
 
 
 def run(args: argparse.Namespace) -> str:
@@ -174,7 +179,9 @@ def run(args: argparse.Namespace) -> str:
 def row(label: str, results: list[dict[str, Any]], wall: float | None) -> list[object]:
     overheads = [o for r in results for o in r["overheads"]]
     totals = [t for r in results for t in r["totals"]]
-    return [label, len(totals), f"{ms(overheads, 0.5):.1f}", f"{ms(overheads, 0.95):.1f}", f"{ms(totals, 0.5):.0f}",
+    before, after = ([o for r in results for o in r[part]] for part in ("before", "after"))
+    return [label, len(totals), f"{ms(overheads, 0.5):.1f}", f"{ms(overheads, 0.95):.1f}",
+            f"{ms(before, 0.5):.1f} / {ms(after, 0.5):.1f}", f"{ms(totals, 0.5):.0f}",
             f"{len(totals) / wall:.1f}" if wall else "-"]
 
 
@@ -184,8 +191,8 @@ def report(args: argparse.Namespace, model: Path, runs: dict[str, Any], problems
             row("1 session, one message at a time, gradio_client", [runs["sequential"]], None),
             row(f"{at_once}, the queue protocol (httpx)", runs["together_raw"], runs["together_raw_wall"]),
             row(f"{at_once}, gradio_client", runs["together"], runs["together_wall"])]
-    table = markdown_table(["run", "messages", "page overhead p50 (ms)", "p95 (ms)", "message p50 (ms)",
-                            "messages/s"], rows)
+    table = markdown_table(["run", "messages", "page overhead p50 (ms)", "p95 (ms)",
+                            "before / after the service, p50 (ms)", "message p50 (ms)", "messages/s"], rows)
     kept = "none: every question stored and answered, each session in order, page = database" if not problems \
         else "; ".join(problems[:5])
     return (f"Machine: {cpu_line()}; load before {args.load_before}; after {os.getloadavg()[0]:.1f}; {today()}; "

@@ -53,7 +53,7 @@ def test_history_survives_a_server_restart_and_votes_export_like_telegrams(
         server: WebServer, quick_demo_dir: Path, db_url: str, tmp_path: Path) -> None:
     key = new_browser_key()
     api = client(server, ("guest", "pw2"))
-    history, _ = api.predict("해장 추천해줘", [], key, api_name="/send")
+    history = api.predict("해장 추천해줘", [], key, api_name="/send")
     first = text_of(history[-1])
     history = api.predict(history, key, api_name="/retry")
     second = text_of(history[-1])
@@ -105,7 +105,7 @@ def test_the_taste_panel_edits_what_answers_avoid(fresh: WebServer) -> None:
     text, allergies, *_ = api.predict(key, ["땅콩"], [], api_name="/taste_save")
     assert allergies == ["땅콩"] and "새우" not in text
     # A statement in chat gets the same confirmation as in Telegram.
-    history, _ = api.predict("오이 싫어해", [], key, api_name="/send")
+    history = api.predict("오이 싫어해", [], key, api_name="/send")
     assert text_of(history[-1]) == "오이를 싫어하신다고 기억해 둘까요?"
     history = api.predict(history, key, api_name="/confirm_yes")
     assert "기억했어요" in text_of(history[-1])
@@ -160,7 +160,7 @@ def test_mechuri_web_demo_serves_the_page(quick_demo_dir: Path, tmp_path: Path) 
         assert "SMALL DEMO MODEL" in "".join(lines)  # the same banner as the demo chat
         from gradio_client import Client
 
-        history, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+        history = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             "매운 요리 추천해줘", [], new_browser_key(), api_name="/send")
         assert text_of(history[-1]) and text_of(history[-1]) != "…"
     finally:

@@ -111,6 +111,10 @@ def click(driver: Any, elem_id: str) -> None:
     driver.find_element("css selector", f"#{elem_id}").click()
 
 
+def shown_buttons(driver: Any, elem_id: str) -> list[Any]:
+    return [b for b in driver.find_elements("css selector", f"#{elem_id}") if b.is_displayed()]
+
+
 def user_id(server: WebServer) -> int:
     return db_rows(server, "SELECT id FROM users")[0][0]
 
@@ -125,6 +129,7 @@ def test_an_answer_streams_in_and_is_stored(page: Any, server: WebServer) -> Non
     before = [s for s in seen[: seen.index(answer)] if s not in ("", "…")]
     assert before, seen
     assert texts(page, USER)[-1] == "매운 요리 추천해줘"
+    assert box(page).get_attribute("value") == ""  # emptied for the next message
     stored = db_rows(server, "SELECT text FROM turns WHERE role = 'assistant' ORDER BY id DESC LIMIT 1")[0][0]
     assert stored == answer
     # The browser's user is a web user: a negative id, never a Telegram one.
@@ -162,8 +167,10 @@ def test_a_reload_shows_the_history(page: Any) -> None:
 def test_an_allergy_is_confirmed_then_remembered(page: Any, server: WebServer) -> None:
     question = ask(page, "나 새우 알레르기 있어")
     assert question == "새우 알레르기를 기억해 둘까요?"
+    wait_for(lambda: shown_buttons(page, "taste-yes"), "예 under the question")
     click(page, "taste-yes")
     wait_for(lambda: "기억했어요" in " ".join(texts(page, BOT)), "the confirmation")
+    wait_for(lambda: not shown_buttons(page, "taste-yes"), "예 gone once answered")
     assert db_rows(server, "SELECT user_id, kind, value FROM taste_items") == [(user_id(server), "allergy", "새우")]
     # The taste panel shows it, checked.
     page.find_element("xpath", "//button[@role='tab' and contains(., '내 입맛')]").click()

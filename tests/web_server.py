@@ -156,7 +156,8 @@ def start_web_process(model_dir: Path, database_url: str, *, seed: int | None = 
 
 
 def time_replies(service: ConversationService, path: Path) -> None:
-    """Wrap the service's `reply`: one line {"text", "s"} per message to `path`, its time inside the service."""
+    """Wrap the service's `reply`: one line {"text", "s", "start", "end"} per message to `path`, its time inside the
+    service (`start` and `end` on the monotonic clock, which every process on the machine shares)."""
     inner = service.reply
     out = path.open("a", encoding="utf-8")
 
@@ -165,7 +166,9 @@ def time_replies(service: ConversationService, path: Path) -> None:
         try:
             return await inner(chat_id, user_id, text, **kwargs)
         finally:
-            out.write(json.dumps({"text": text, "s": time.perf_counter() - started}, ensure_ascii=False) + "\n")
+            ended = time.perf_counter()  # CLOCK_MONOTONIC: the benchmark's process reads the same clock
+            out.write(json.dumps({"text": text, "s": ended - started, "start": started, "end": ended},
+                                 ensure_ascii=False) + "\n")
             out.flush()
 
     service.reply = timed  # type: ignore[method-assign]

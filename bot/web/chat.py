@@ -52,6 +52,10 @@ class Latest:
         return cls(answer.turn_id, answer.status == "ok" and answer.can_retry, answer.can_vote)
 
 
+# The chat as it now stands, and what the buttons act on (None: unchanged since the answer's first update).
+Update = tuple[History, Latest | None]
+
+
 def said(role: str, text: str) -> Message:
     return {"role": role, "content": text}
 
@@ -103,7 +107,7 @@ class WebChat:
 
     # --- messages and buttons -----------------------------------------------------------------------------------
 
-    async def send(self, text: str, history: History, key: Any) -> AsyncIterator[tuple[History, Latest]]:
+    async def send(self, text: str, history: History, key: Any) -> AsyncIterator[Update]:
         text = (text or "").strip()[:MAX_MESSAGE_CHARS]
         history = [*(history or [])]
         if not text:
@@ -120,7 +124,7 @@ class WebChat:
         async for update in self._answer(history, user, call):
             yield update
 
-    async def retry(self, history: History, key: Any, latest: Latest) -> AsyncIterator[tuple[History, Latest]]:
+    async def retry(self, history: History, key: Any, latest: Latest) -> AsyncIterator[Update]:
         history = [*(history or [])]
         if not latest.can_retry:
             yield [*history, said("assistant", NOTHING_TO_RETRY)], latest
@@ -137,7 +141,7 @@ class WebChat:
             yield update
 
     async def settle(self, accept: bool, history: History, key: Any,
-                     latest: Latest) -> AsyncIterator[tuple[History, Latest]]:
+                     latest: Latest) -> AsyncIterator[Update]:
         """예/아니요 to a taste statement: the service remembers it (or not), then answers its question, if any."""
         history = [*(history or [])]
         if not latest.asking:
@@ -188,7 +192,7 @@ class WebChat:
     # --- one streamed answer -----------------------------------------------------------------------------------
 
     async def _answer(self, history: History, user: int, call: Callable[..., Awaitable[Any]],
-                      kept: Latest | None = None) -> AsyncIterator[tuple[History, Latest]]:
+                      kept: Latest | None = None) -> AsyncIterator[Update]:
         """Run `call` in the user's line and stream its text into a new last message; then the final text (or the
         polite line for a refusal, a busy queue or a failure). `kept`: a "다른 거" on this latest answer, whose
         message the new answer replaces (Gradio's way), unless nothing new was written."""
@@ -202,8 +206,13 @@ class WebChat:
             task = asyncio.ensure_future(call(place, stream.partial, stream.settled))
             # A closed page (the browser went away) must not cost the answer: it is stored and shown on reload.
             task.add_done_callback(_log_failure)
+            await asyncio.sleep(0)  # the service starts on the answer before the page shows the question
+            first = True
             async for messages in stream.follow(task):
-                yield messages, Latest()
+                # The buttons act on nothing while an answer is written; saying so once is enough (each change of
+                # the page's state costs Gradio a copy of the component's config).
+                yield messages, Latest() if first else None
+                first = False
             try:
                 result = await asyncio.shield(task)
             except ConversationBusy:  # nothing was generated; a turned-down answer is the latest again

@@ -19,7 +19,7 @@ import gradio as gr
 from bot.service import replies
 from bot.taste.profile import ALLERGEN_ORDER, DIETS
 from bot.web.admin import AdminDesk
-from bot.web.chat import MAX_MESSAGE_CHARS, History, Latest, WebChat
+from bot.web.chat import MAX_MESSAGE_CHARS, History, Latest, Update, WebChat
 from bot.web.taste import TastePanel, TasteView
 
 EXAMPLES = ["매운 요리 추천해줘", "아침에 간단하게 먹을 수 있는 음식 추천해줘"]
@@ -175,13 +175,13 @@ def _wire_open(blocks: gr.Blocks, page: Page, chat: WebChat, panel: TastePanel, 
 def _wire_chat(page: Page, chat: WebChat, panel: TastePanel) -> None:
     tab, browser, latest = page.chat, page.browser, page.latest
 
-    async def streamed(updates: AsyncIterator[tuple[History, Latest]]) -> AsyncIterator[tuple[Any, ...]]:
+    async def streamed(updates: AsyncIterator[Update]) -> AsyncIterator[tuple[Any, ...]]:
         async for history, last in updates:
-            yield history, last, gr.update(visible=bool(last.asking))
+            yield history, gr.skip() if last is None else last
 
     async def send(text: str, history: History, key: Any) -> AsyncIterator[tuple[Any, ...]]:
         async for update in streamed(chat.send(text, history, key)):
-            yield *update, ""  # the box empties for the next message; only sending writes to it
+            yield update
 
     async def again(history: History, key: Any, last: Latest) -> AsyncIterator[tuple[Any, ...]]:
         async for update in streamed(chat.retry(history, key, last)):
@@ -193,13 +193,25 @@ def _wire_chat(page: Page, chat: WebChat, panel: TastePanel) -> None:
                 yield update
         return handler
 
-    chat_outputs = [tab.chatbot, latest, tab.confirm_row]
-    tab.box.submit(send, [tab.box, tab.chatbot, browser], [*chat_outputs, tab.box], api_name="send")
-    tab.retry.click(again, [tab.chatbot, browser, latest], chat_outputs, api_name="retry")
+    def show_confirm(last: Latest) -> Any:
+        return gr.update(visible=bool(last.asking))
+
+    # Only the chat and its state change while an answer streams: every output costs Gradio work on each update.
+    # The box empties in the browser (the message was read when sent), and 예/아니요 show once the answer is there.
+    chat_outputs = [tab.chatbot, latest]
+    hide_confirm = {"fn": lambda: gr.update(visible=False), "outputs": tab.confirm_row, "api_name": False,
+                    "queue": False}
+    tab.box.submit(send, [tab.box, tab.chatbot, browser], chat_outputs, api_name="send").then(
+        show_confirm, latest, tab.confirm_row, api_name=False, queue=False)
+    tab.box.submit(None, None, tab.box, js="() => ''", api_name=False)
+    tab.retry.click(again, [tab.chatbot, browser, latest], chat_outputs, api_name="retry").then(
+        show_confirm, latest, tab.confirm_row, api_name=False, queue=False)
     show_taste = _taste_shower(panel)
     for button, accept, name in ((tab.yes, True, "confirm_yes"), (tab.no, False, "confirm_no")):
+        button.click(**hide_confirm)  # pressed once: no second answer to the same question
         # The panel shows what was just remembered.
         button.click(settle(accept), [tab.chatbot, browser, latest], chat_outputs, api_name=name).then(
+            show_confirm, latest, tab.confirm_row, api_name=False, queue=False).then(
             show_taste, [browser], page.taste.outputs, api_name=False)
     _wire_votes_and_forgetting(page, chat, panel)
 
