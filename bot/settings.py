@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     model_base: str = "beomi/KoAlpaca-Polyglot-5.8B"
     adapters_dir: Path = Path("adapters")
     adapter: str | None = None
-    quantization: Literal["4bit", "8bit", "none", "int8", "int4"] = "4bit"
+    # gguf: MODEL_BASE is a `mechuri convert-gguf` folder, served by llama.cpp (the CPU path)
+    quantization: Literal["4bit", "8bit", "none", "int8", "int4", "gguf"] = "4bit"
 
     max_new_tokens: int = Field(default=256, ge=1, le=POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS)
     temperature: float = Field(default=0.7, ge=0.0, le=5.0)
@@ -233,7 +234,7 @@ class Settings(BaseSettings):
 _HINTS: dict[str, str] = {
     "admin_ids": "comma-separated Telegram user ids, e.g. 123,456",
     "allowed_ids": "comma-separated Telegram user ids, e.g. 123,456 (empty: everyone)",
-    "quantization": "one of 4bit, 8bit, none (GPU or CPU), int8, int4 (the CPU path)",
+    "quantization": "one of 4bit, 8bit, none (GPU or CPU), int8, int4 (torch on CPU), gguf (llama.cpp on CPU)",
     "stream_edit_interval_s": "seconds, at least 1",
     "max_new_tokens": f"at most {POLYGLOT_CONTEXT - MIN_PROMPT_TOKENS}: the answer and a minimal prompt "
                       f"({MIN_PROMPT_TOKENS} tokens) must fit the model's {POLYGLOT_CONTEXT}-token context",
