@@ -136,6 +136,7 @@ class LlamaCppGenerator:
             engine = await asyncio.to_thread(self._start, path)
             with self._lock:
                 if self._closed:
+                    engine.server = None
                     raise GeneratorClosed("the generator is closed: start a new one")
                 old, self._engine = self._engine, engine
                 old.retired = True
