@@ -71,18 +71,39 @@ def llama_cpp(base: Path, workdir: Path, adapter: Path) -> dict:
             results = await asyncio.gather(*(gen.generate(request(CHAT_PROMPT, 2 + s, NEW_TOKENS))
                                              for s in range(4)))
             delta = lora_delta(gen, request(CHAT_PROMPT, 9, 1).prompt)
+            follow = await followup(gen, prompt_near)
         finally:
             await gen.close()
         decode_wall = max(r.total_s for r in results) - max(r.ttft_s for r in results)
         return {"prompt_tps": prefill.prompt_tokens / prefill.ttft_s,
                 "single_tps": (one.new_tokens - 1) / (one.total_s - one.ttft_s),
                 "users4_tps": sum(r.new_tokens - 1 for r in results) / decode_wall,
-                "rss_single_gib": rss_single, "lora_delta": delta}
+                "rss_single_gib": rss_single, "lora_delta": delta, **follow}
 
     numbers = asyncio.run(run())
     return {"load_s": load_s, **numbers, "peak_gib": status_gib("VmHWM"),
-            "note": f"LlamaCppGenerator, {KIND} (output q8_0), GGUF LoRA, {THREADS} threads; "
-                    f"{xllamacpp.get_system_info().strip()}"}
+            "note": f"LlamaCppGenerator, {KIND} (output q8_0), GGUF LoRA, {THREADS} threads; first token: first "
+                    f"turn ({numbers['first_tokens']} tokens) {numbers['first_s']:.1f} s, follow-up "
+                    f"({numbers['followup_tokens']} tokens, {numbers['followup_cached']} from the prompt cache) "
+                    f"{numbers['followup_s']:.1f} s; {xllamacpp.get_system_info().strip()}"}
+
+
+async def followup(gen, prompt_near) -> dict:
+    """Time to first token of a first turn (60 tokens) and of a follow-up: a 300-token history answered, then the
+    history and a 20-token question (issue 22's targets: 20 s and 5 s)."""
+    from bench.cpu_bakeoff import CHAT_PROMPT
+    from model.types import GenerationRequest
+
+    tok = gen.tokenizer
+    history, question = prompt_near(tok, 300), prompt_near(tok, 20)
+    # Every prompt_near text starts the same: this one starts elsewhere, so nothing of it is cached.
+    first = await gen.generate(GenerationRequest("첫 질문이에요. " + prompt_near(tok, CHAT_PROMPT - 6), seed=0,
+                                                 max_new_tokens=1))
+    await gen.generate(GenerationRequest(history, seed=0, max_new_tokens=1, stop=()))
+    before = gen.cached_tokens
+    again = await gen.generate(GenerationRequest(history + "\n" + question, seed=0, max_new_tokens=1, stop=()))
+    return {"first_s": first.ttft_s, "first_tokens": first.prompt_tokens, "followup_s": again.ttft_s,
+            "followup_tokens": again.prompt_tokens, "followup_cached": gen.cached_tokens - before}
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("xllamacpp")
 
-from model import GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
+from model import AdapterError, GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
 from model.prompt import PromptTurn
 from model.serving.llamacpp import LlamaCppGenerator
 
@@ -139,7 +139,14 @@ async def test_reload_mid_stream_drops_nothing(converted: Path, adapter_dirs: tu
     info = await gen.reload_adapter(mild)
     after = await gen.generate(short)  # on the new server while the long answer is still being written
     rest = [d async for d in stream]
+    broken = converted.parent / "broken-adapter"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{}")
+    with pytest.raises(AdapterError):
+        await gen.reload_adapter(broken)
+    still = await gen.generate(short)  # a failed reload leaves the serving adapter in place
     await gen.close()
+    assert still.adapter.name == "mild" and still.text == after.text
     assert info.name == "mild" and after.adapter.name == "mild" and after.text == expected["mild"][1]
     assert rest, "the long answer ended before the reload: the test proves nothing"
     assert stream.result.adapter.name == "spicy" and first + "".join(rest) == expected["spicy"][0]
