@@ -85,18 +85,18 @@ def checkpoint_tensors(source: Path) -> Iterator[tuple[str, np.ndarray]]:
                 yield key, state.pop(key).to(torch.float32).numpy()
 
 
-def _tensor_type(name: str, data: np.ndarray, kind: str):
+def _tensor_type(name: str, shape: tuple[int, ...], kind: str):
     """The GGML type a tensor is stored as: norms and biases stay f32 (llama.cpp needs them so), and the output
     projection of a q4_0 file is q8_0, as llama.cpp's own quantizer keeps it above the body."""
     import gguf
 
     types = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
              "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
-    if data.ndim < 2:
+    if len(shape) < 2:
         return types["f32"]
     chosen = types["q8_0" if kind == "q4_0" and name == "output.weight" else kind]
     block = gguf.GGML_QUANT_SIZES[chosen][0]
-    return chosen if data.shape[-1] % block == 0 else types["f16"]
+    return chosen if shape[-1] % block == 0 else types["f16"]
 
 
 def _stored(shape: tuple[int, ...], qtype) -> tuple[tuple[int, ...], Any, int]:
@@ -119,6 +119,22 @@ def _encoded(data: np.ndarray, qtype) -> np.ndarray:
     if qtype == gguf.GGMLQuantizationType.F16:
         return data.astype(np.float16)
     return gguf.quants.quantize(data, qtype)
+
+
+def _shapes(source: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """The GGUF names and shapes `_prepared` will yield, in its order; safetensors give them without reading data."""
+    files = sorted(source.glob("*.safetensors"))
+    if not files:
+        yield from ((name, data.shape) for name, data in _prepared(source, 1))
+        return
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                name = gguf_name(key)
+                if name is not None:
+                    yield name, tuple(f.get_slice(key).get_shape())
 
 
 def _prepared(source: Path, heads: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -195,16 +211,16 @@ def convert_base(source: Path | str, out: Path | str, kind: str = "q4_0") -> Pat
     writer = gguf.GGUFWriter(str(part), ARCH)
     _add_hparams(writer, config, kind)
     rows = 0
-    for name, data in _prepared(source, heads):
-        qtype = _tensor_type(name, data, kind)
-        writer.add_tensor_info(name, *_stored(data.shape, qtype), raw_dtype=qtype)
-        rows = data.shape[0] if name == "token_embd.weight" else rows
+    for name, shape in _shapes(source):
+        qtype = _tensor_type(name, shape, kind)
+        writer.add_tensor_info(name, *_stored(shape, qtype), raw_dtype=qtype)
+        rows = shape[0] if name == "token_embd.weight" else rows
     add_vocab(writer, tokenizer, rows or int(config["vocab_size"]), eos)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for name, data in _prepared(source, heads):
-        writer.write_tensor_data(_encoded(data, _tensor_type(name, data, kind)))
+        writer.write_tensor_data(_encoded(data, _tensor_type(name, data.shape, kind)))
     writer.close()
     part.rename(target)
     tokenizer.save_pretrained(out)
