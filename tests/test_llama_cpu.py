@@ -195,10 +195,11 @@ async def test_the_runtime_starts_llama_cpp_with_prompt_caching(converted: Path)
     from bot.service.runtime import start_generator
     from bot.settings import Settings
 
-    settings = Settings(model_base=str(converted), quantization="gguf", max_batch_size=2, telegram_bot_token="1:x")
+    settings = Settings(model_base=str(converted), quantization="gguf", max_batch_size=2, llama_repack=False,
+                        telegram_bot_token="1:x")
     gen = await start_generator(settings)
     try:
-        assert isinstance(gen, LlamaCppGenerator) and gen.slots == 2
+        assert isinstance(gen, LlamaCppGenerator) and gen.slots == 2 and gen.repack is False
         first_prompt = prompt("해장 추천")
         first = await gen.generate(GenerationRequest(first_prompt, seed=1, max_new_tokens=12))
         assert first.text and gen.cached_tokens == 0

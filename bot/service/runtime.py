@@ -52,7 +52,7 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
     if settings.quantization == "gguf":  # llama.cpp: its own slots, batching and prompt cache (docs/decisions.md)
         generator = await asyncio.to_thread(
             LlamaCppGenerator, settings.model_base, adapter=path, slots=settings.max_batch_size,
-            max_queue=settings.max_queue, prompt_cache_mib=settings.prefix_cache_mib)
+            max_queue=settings.max_queue, prompt_cache_mib=settings.prefix_cache_mib, repack=settings.llama_repack)
         check_fits_context(settings, generator.max_context)
         return generator
     loaded = await asyncio.to_thread(

@@ -16,9 +16,10 @@ than EOS, and the embedding rows past the tokenizer) are banned with `logit_bias
 UTF-8 (possible with any byte-level model) reaches us as U+FFFD, which the tracker drops: never a broken character.
 
 Adapters stay PEFT folders: each is converted to a GGUF LoRA (cached beside the base by content hash). llama.cpp
-loads LoRAs only when a server starts, so `reload_adapter` starts a second server on the same mmapped weights (the
-page cache shares them; only its KV cache is new memory), sends new requests to it, and drops the old one once the
-requests it is running have finished: nothing in flight is dropped, and every answer comes from one adapter.
+loads LoRAs only when a server starts, so `reload_adapter` starts a second server on the same GGUF, sends new
+requests to it, and drops the old one once the requests it is running have finished: nothing in flight is dropped,
+and every answer comes from one adapter. While both run, memory holds two KV caches, and with `repack` two copies of
+the repacked weights (without it the mmapped file's pages are shared).
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ class _Engine:
 
 class LlamaCppGenerator:
     def __init__(self, folder: str | Path, *, adapter: str | Path | None = None, slots: int = 4,
-                 max_queue: int = 64, threads: int | None = None, prompt_cache_mib: int = 1024) -> None:
+                 max_queue: int = 64, threads: int | None = None, prompt_cache_mib: int = 1024,
+                 repack: bool = True) -> None:
         """`slots` sequences decode together, each with the model's whole context (KV memory grows with it: 5.8B
         in f16 K/V is about 0.46 MB a token, 0.94 GB a slot). More requests than slots wait in the server's queue,
-        up to `max_queue`; beyond that `stream()` raises `GeneratorBusy`."""
+        up to `max_queue`; beyond that `stream()` raises `GeneratorBusy`. `repack` lets llama.cpp copy the weights
+        into its faster AVX2 layout (measured 1.3-1.6x at 5.8B q4_0, for 3 GiB more: a private copy, not the shared
+        mmapped file)."""
         self.folder = Path(folder).expanduser()
         marker = read_marker(self.folder)
         if marker is None:
@@ -91,6 +95,7 @@ class LlamaCppGenerator:
         self.slots, self.max_queue = slots, max_queue
         self.threads = threads or os.cpu_count() or 1
         self.prompt_cache_mib = prompt_cache_mib
+        self.repack = repack
         self._never = self._never_sampled()
         self._lock = threading.Lock()
         self._reload_lock = asyncio.Lock()
@@ -183,6 +188,7 @@ class LlamaCppGenerator:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.cache_ram_mib = self.prompt_cache_mib
+        params.no_extra_bufts = not self.repack
         params.warmup = False
         params.verbosity = -1
         # The server also listens on a localhost port; a key nobody knows keeps other local users off it.
