@@ -244,3 +244,13 @@ def test_each_kind_converts_and_stays_close(kind: str, polyglot_model_dir: Path,
     tolerance = {"f16": 0.02, "q8_0": 0.1, "q4_0": 0.6}[kind]
     assert max(abs(lp - reference[i].item()) for i, lp in got.items()) < tolerance
 
+
+
+def test_mechuri_generate_on_the_converted_folder(converted: Path) -> None:
+    args = [sys.executable, "-m", "mechuri", "generate", "매운 요리 추천해줘", "--model", str(converted),
+            "--quantization", "gguf", "--seed", "3", "--max-new-tokens", "20"]
+    runs = [subprocess.run(args, capture_output=True, text=True, timeout=120, env=cli_env(), cwd=REPO)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert runs[0].stdout.strip() and runs[0].stdout == runs[1].stdout  # the same seed, the same answer
+    assert "cpu/gguf f32" in runs[0].stderr
