@@ -8,10 +8,10 @@ on all four target modules. int8/int4 folders are prepared by `mechuri quantize`
 time, resident memory (after the runs, and the peak), single-stream decode tokens/s, 4 concurrent users' decode
 tokens/s in total, prompt (prefill) tokens/s, and whether the LoRA changes the logits.
 
-llama.cpp is optional and stays out of the lock: `pip install --target DIR xllamacpp gguf` and pass
-`--llama-path DIR` (or put them on PYTHONPATH); the path is skipped, with the reason, when they are missing. Its GGUF
-(Q4_0, all matrices) and LoRA GGUF are written from the same checkpoint with gguf's GGUFWriter. Weights are random,
-so the fused QKV is not reordered as llama.cpp's converter does for real checkpoints: speed is all this measures.
+llama.cpp (xllamacpp and gguf, in the lock for x86-64 Linux) runs the product's path: `mechuri convert-gguf`'s
+converter (Q4_0, the fused QKV reordered, the LoRA as a GGUF LoRA) and `LlamaCppGenerator`; it is skipped, with the
+reason, where xllamacpp is missing (`--llama-path DIR` adds a folder that holds it). Its "LoRA applied" column is the
+largest change of a next-token log-probability with the LoRA at scale 1 against 0.
 """
 
 from __future__ import annotations
@@ -239,8 +239,8 @@ def row(path: str, result: dict, prepared: dict[str, float | None]) -> list[obje
     return [path, f"{result['load_s']:.0f} s" + (f" (+{prep:.0f} s offline)" if prep else ""),
             f"{result['rss_single_gib']:.1f} / {result['peak_gib']:.1f} GiB", f"{result['single_tps']:.2f}",
             f"{result['users4_tps']:.2f}", f"{result['prompt_tps']:.1f}",
-            ("yes (greedy text changes)" if path == "llama.cpp" else f"yes (max Δlogit {result['lora_delta']:.2f})")
-            if result["lora_delta"] > 0 else "NO",
+            (f"yes (max Δlogprob {result['lora_delta']:.2f})" if path == "llama.cpp" else
+             f"yes (max Δlogit {result['lora_delta']:.2f})") if result["lora_delta"] > 0 else "NO",
             result.get("note", "merged" if result.get("merged") else "unmerged")]
 
 

@@ -147,8 +147,9 @@ def register(subparsers: Any) -> None:
     chat.add_argument("--demo-quick", action="store_true", help=argparse.SUPPRESS)  # a tiny demo, for tests
     chat.add_argument("--model", help="base model: a local folder or a hub id (default: MECHURI_MODEL_BASE)")
     chat.add_argument("--adapter", help="LoRA adapter: a folder, or a name inside MECHURI_ADAPTERS_DIR")
-    chat.add_argument("--quantization", choices=["4bit", "8bit", "none", "int8", "int4"],
-                      help="default: MECHURI_QUANTIZATION (int8/int4: the CPU path)")
+    chat.add_argument("--quantization", choices=["4bit", "8bit", "none", "int8", "int4", "gguf"],
+                      help="default: MECHURI_QUANTIZATION (int8/int4: torch on CPU; gguf: llama.cpp on a "
+                           "`mechuri convert-gguf` folder)")
     chat.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda when available)")
     _database_flag(chat)
     chat.add_argument("--user-id", type=int, default=LOCAL_ID, help="whose history to use (default: %(default)s)")

@@ -25,9 +25,9 @@ def add_model_flags(parser: argparse.ArgumentParser, *, model_required: bool = F
     parser.add_argument("--model", required=model_required, default=None if model_required else DEFAULT_BASE,
                         help=f"base model: a local save_pretrained folder or a hub id (default {DEFAULT_BASE})")
     parser.add_argument("--adapter", default=None, help="a PEFT LoRA adapter folder")
-    parser.add_argument("--quantization", choices=("4bit", "8bit", "none", "int8", "int4"), default="none",
-                        help="4bit = NF4 with double quantisation (QLoRA); int8/int4 = the CPU path (weight-only, "
-                             "torch kernels); default none")
+    parser.add_argument("--quantization", choices=("4bit", "8bit", "none", "int8", "int4", "gguf"), default="none",
+                        help="4bit = NF4 with double quantisation (QLoRA); int8/int4 = weight-only on torch's CPU "
+                             "kernels; gguf = llama.cpp on a `mechuri convert-gguf` folder (the CPU path); default none")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when present)")
 
 
@@ -70,6 +70,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="int4: inputs per scale (default 128)")
     quant.set_defaults(func=cmd_quantize)
 
+    conv = subparsers.add_parser(
+        "convert-gguf", help="convert a base model (and adapters) for the llama.cpp CPU path",
+        description="Write a GPT-NeoX checkpoint (KoAlpaca-Polyglot) as GGUF weights with its tokenizer, in a folder "
+                    "that MECHURI_MODEL_BASE can point at with MECHURI_QUANTIZATION=gguf. Adapters stay PEFT folders: "
+                    "each is converted to a GGUF LoRA when loaded or /reload-ed (cached in OUT/lora); --adapter does "
+                    "it now, to check it.")
+    conv.add_argument("model", type=Path, help="the base model: a save_pretrained folder (download hub models first)")
+    conv.add_argument("out", type=Path, help="the folder to write")
+    conv.add_argument("--kind", choices=("q4_0", "q8_0", "f16", "f32"), default="q4_0",
+                      help="weight format (default q4_0: 3.6 GB for 5.8B, the fastest on CPU; q8_0 rounds less)")
+    conv.add_argument("--adapter", type=Path, action="append", default=[], help="a PEFT LoRA folder (repeatable)")
+    conv.set_defaults(func=cmd_convert_gguf)
+
+
+def cmd_convert_gguf(args: argparse.Namespace) -> int:
+    import time
+
+    from model.gguf_convert import cached_lora, convert_base, read_marker
+    from model.types import ModelError
+
+    started = time.perf_counter()
+    try:
+        convert_base(args.model, args.out, args.kind)
+        marker = read_marker(args.out)
+        loras = [cached_lora(a.expanduser().resolve(), args.out, marker) for a in args.adapter]
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = (args.out / marker["gguf"]).stat().st_size / 2**30
+    for lora in loras:
+        print(f"adapter: {lora}")
+    print(f"{args.out}: {args.kind}, {size:.2f} GiB, in {time.perf_counter() - started:.0f} s. Serve it with "
+          f"MECHURI_MODEL_BASE={args.out} MECHURI_QUANTIZATION=gguf")
+    return 0
+
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import time
@@ -108,10 +143,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 async def _generate(args: argparse.Namespace) -> int:
-    from model import GenerationRequest, Generator, build_prompt, load_model
+    from model import GenerationRequest, Generator, LlamaCppGenerator, build_prompt, load_model
 
-    loaded = load_model(args.model, adapter=args.adapter, quantization=args.quantization, device=args.device)
-    generator = Generator(loaded)
+    if args.quantization == "gguf":
+        generator = LlamaCppGenerator(args.model, adapter=args.adapter, slots=1)
+        where = f"cpu/gguf {generator.marker['kind']}"
+    else:
+        loaded = load_model(args.model, adapter=args.adapter, quantization=args.quantization, device=args.device)
+        generator = Generator(loaded)
+        where = f"{loaded.device}/{loaded.quantization}"
     try:
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
         budget = generator.max_context - args.max_new_tokens
@@ -137,7 +177,7 @@ async def _generate(args: argparse.Namespace) -> int:
         print(
             f"[seed {result.seed} · prompt {result.prompt_tokens} tok · {result.new_tokens} new tok "
             f"({result.finish_reason}) · first token {result.ttft_s * 1000:.0f} ms · total {result.total_s:.2f} s · "
-            f"{result.tokens_per_s:.1f} tok/s · adapter {adapter} · {loaded.device}/{loaded.quantization}]",
+            f"{result.tokens_per_s:.1f} tok/s · adapter {adapter} · {where}]",
             file=sys.stderr,
         )
     finally:

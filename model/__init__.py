@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "load_tokenizer": "model.loading",
     "LoadedModel": "model.loading",
     "Generator": "model.serving.generator",
+    "LlamaCppGenerator": "model.serving.llamacpp",
     "GenerationStream": "model.serving.generator",
 }
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from model.loading import LoadedModel, load_model, load_tokenizer
     from model.prompt import BuiltPrompt, PromptTurn, build_prompt, neutralise
     from model.serving.generator import GenerationStream, Generator
+    from model.serving.llamacpp import LlamaCppGenerator
     from model.types import (
         AdapterError,
         AdapterInfo,

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 QUANTIZATIONS = ("4bit", "8bit", "none", "int8", "int4")
 WEIGHT_ONLY = ("int8", "int4")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+GGUF_MARKER = "mechuri_gguf.json"  # model/gguf_convert.py MARKER; the llama.cpp path (QUANTIZATION gguf) reads it
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -54,6 +55,9 @@ def check_base_folder(base: str) -> Path | None:
     """The local folder for `base`, or None when `base` is a hub id. Raises when a folder is missing or empty."""
     path = Path(base).expanduser()
     if path.is_dir():
+        if (path / GGUF_MARKER).exists():
+            raise ModelLoadError(f"{base} was converted by `mechuri convert-gguf` for llama.cpp: set "
+                                 "MECHURI_QUANTIZATION=gguf (or --quantization gguf), or give the original folder")
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             raise ModelLoadError(
                 f"{base} is a LoRA adapter folder, not a base model: pass it as --adapter and give the base model "
@@ -81,11 +85,16 @@ def pick_device(device: str | None = None) -> str:
 
 
 def load_tokenizer(base: str) -> Any:
+    local = check_base_folder(base)
+    return tokenizer_from(str(local or base), base)
+
+
+def tokenizer_from(where: str, base: str) -> Any:
+    """The tokenizer in `where` (a folder or hub id), set up for left padding. `base` names it in errors."""
     from transformers import AutoTokenizer
 
-    local = check_base_folder(base)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local or base))
+        tokenizer = AutoTokenizer.from_pretrained(where)
     except OSError as exc:
         raise _hub_error(base, exc) from exc
     if tokenizer.pad_token_id is None:

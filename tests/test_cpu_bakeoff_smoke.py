@@ -31,3 +31,6 @@ def test_cpu_bakeoff_runs_each_path_and_reports_the_lora(polyglot_model_dir: Pat
         import xllamacpp  # noqa: F401
     except ImportError:
         assert "skipped: xllamacpp not installed" in rows["llama.cpp"]
+    else:  # the product's converter and LlamaCppGenerator, measured like the torch paths
+        cells = [c.strip() for c in rows["llama.cpp"].split("|")[1:-1]]
+        assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[6].startswith("yes"), cells

@@ -42,13 +42,19 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
                           use_configured_adapter: bool = True) -> Any:
     """The real generator, loaded off the event loop. `adapter` is a folder, or a name inside the adapters folder;
     without it, the configured adapter (MECHURI_ADAPTER) is used unless `use_configured_adapter` is off."""
-    from model import Generator, load_model
+    from model import Generator, LlamaCppGenerator, load_model
 
     name = adapter or (settings.adapter if use_configured_adapter else None)
     path: Path | None = None
     if name:
         given = Path(name)
         path = given if adapter and given.is_dir() else resolve_adapter(settings.adapters_dir, name)
+    if settings.quantization == "gguf":  # llama.cpp: its own slots, batching and prompt cache (docs/decisions.md)
+        generator = await asyncio.to_thread(
+            LlamaCppGenerator, settings.model_base, adapter=path, slots=settings.max_batch_size,
+            max_queue=settings.max_queue, prompt_cache_mib=settings.prefix_cache_mib, repack=settings.llama_repack)
+        check_fits_context(settings, generator.max_context)
+        return generator
     loaded = await asyncio.to_thread(
         load_model, settings.model_base, adapter=path, quantization=settings.quantization, device=device
     )

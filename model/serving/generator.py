@@ -18,8 +18,8 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from model.loading import LoadedModel, attach_adapter, check_adapter_folder
 from model.serving.bans import PhraseBan, TokenBytes
 from model.serving.decode import MIN_WINDOW, DecodeBatch, Newcomer, bucket
 from model.serving.sampling import TextTracker
+from model.serving.streams import GenerationStream, Job, settle
 from model.types import (
     AdapterError,
     AdapterInfo,
@@ -45,48 +46,10 @@ ADMISSIONS = ("continuous", "static")
 
 
 @dataclass
-class _Job:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    outbox: asyncio.Queue
-    submitted: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False
-
-    def send(self, item: Any) -> None:
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
-
-
-@dataclass
 class _Control:
     action: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
-
-
-class GenerationStream(AsyncIterator[str]):
-    """Text deltas of one generation; `result` is set once the stream has ended."""
-
-    def __init__(self, job: _Job) -> None:
-        self._job = job
-        self.result: GenerationResult | None = None
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> str:
-        if self.result is not None:
-            raise StopAsyncIteration
-        item = await self._job.outbox.get()
-        if isinstance(item, GenerationResult):
-            self.result = item
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def aclose(self) -> None:
-        self._job.cancelled = True
 
 
 class Generator:
@@ -123,7 +86,7 @@ class Generator:
         self._adapter = loaded.adapter
         self._peft_name: str | None = "v1" if loaded.adapter.name else None
         self._reloads = 1
-        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending: collections.deque[Job] = collections.deque()
         self._controls: collections.deque[_Control] = collections.deque()
         self._closed = False
         self._cv = threading.Condition()
@@ -138,7 +101,7 @@ class Generator:
     # ----- the async API -----
 
     def stream(self, request: GenerationRequest) -> GenerationStream:
-        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        job = Job(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._cv:
             if self._closed:
                 raise GeneratorClosed("the generator is closed: start a new one")
@@ -203,7 +166,7 @@ class Generator:
     def _work(self) -> None:
         while True:
             control: _Control | None = None
-            newcomers: list[_Job] = []
+            newcomers: list[Job] = []
             with self._cv:
                 if not self._active:
                     self._cv.wait_for(lambda: self._pending or self._controls or self._closed)
@@ -232,7 +195,7 @@ class Generator:
                 self._active.clear()
 
     @torch.inference_mode()
-    def _advance(self, newcomers: list[_Job]) -> None:
+    def _advance(self, newcomers: list[Job]) -> None:
         """Admit the newcomers, then run one decode step for everyone (either part may be empty)."""
         batch = self._decode_batch()
         if newcomers:
@@ -263,7 +226,7 @@ class Generator:
             )
         return self._batch
 
-    def _admit(self, job: _Job) -> _Active:
+    def _admit(self, job: Job) -> _Active:
         request = job.request
         ids = self.tokenizer.encode(request.prompt, add_special_tokens=False) or [self.loaded.eos_token_id]
         room = max(self.max_context - request.max_new_tokens, 1)
@@ -324,9 +287,9 @@ class Generator:
         try:
             value = control.action()
         except BaseException as exc:
-            control.loop.call_soon_threadsafe(_settle, control.future, None, exc)
+            control.loop.call_soon_threadsafe(settle, control.future, None, exc)
         else:
-            control.loop.call_soon_threadsafe(_settle, control.future, value, None)
+            control.loop.call_soon_threadsafe(settle, control.future, value, None)
 
     def _swap_adapter(self, path: Path) -> AdapterInfo:
         old = self._peft_name
@@ -368,7 +331,7 @@ class Generator:
 class _Active:
     """A request in a slot: what the host keeps of it between steps."""
 
-    job: _Job
+    job: Job
     slot: int
     prompt_ids: list[int]
     truncated: bool
@@ -381,11 +344,3 @@ class _Active:
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
 
-
-def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)

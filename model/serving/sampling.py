@@ -82,8 +82,11 @@ class TextTracker:
         after = self._decode(self.ids[self._prefix_offset:])
         if len(after) <= len(before) or after.endswith(REPLACEMENT_CHAR):
             return ""  # half a character so far: wait for the rest of its bytes
-        added = after[len(before):]
         self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
+        return self.add_text(after[len(before):])
+
+    def add_text(self, added: str) -> str:
+        """Take text decoded elsewhere (llama.cpp streams whole characters): the same stop and whitespace rules."""
         search_from = max(len(self.text) - self.longest_stop, 0)
         self.text += added
         cut = min((i for i in (self.text.find(s, search_from) for s in self.stop) if i >= 0), default=-1)

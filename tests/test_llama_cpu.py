@@ -1,0 +1,256 @@
+"""The llama.cpp CPU path on the Polyglot-faithful tiny model: `mechuri convert-gguf`, then `LlamaCppGenerator` as
+the service uses it (seeds, streaming, batching, reload, prompt cache, bans by the answer-level check)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("xllamacpp")
+
+from model import AdapterError, GenerationRequest, Generator, ModelLoadError, build_prompt, load_model
+from model.prompt import PromptTurn
+from model.serving.llamacpp import LlamaCppGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = ["매운 요리 추천해줘", "비 오는 날 뭐 먹지", "해장 추천", "야식 추천해줘", "더운 날 시원한 거"]
+ALL_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+
+def prompt(q: str) -> str:
+    return build_prompt([], q).text
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(polyglot_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two rank-4 LoRAs on all four target modules (QKV included: its lora_B is reordered for llama.cpp)."""
+    from model.demo.tiny import make_tiny_adapter
+
+    root = tmp_path_factory.mktemp("llama-adapters")
+    return (make_tiny_adapter(polyglot_model_dir, root / "spicy", seed=1, target_modules=ALL_TARGETS),
+            make_tiny_adapter(polyglot_model_dir, root / "mild", seed=2, target_modules=ALL_TARGETS))
+
+
+@pytest.fixture(scope="module")
+def converted(polyglot_model_dir: Path, adapter_dirs: tuple[Path, Path],
+              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mechuri convert-gguf` as a user runs it (f32, so the comparison with peft measures the engine, not rounding)."""
+    out = tmp_path_factory.mktemp("gguf") / "f32"
+    done = subprocess.run([sys.executable, "-m", "mechuri", "convert-gguf", str(polyglot_model_dir), str(out),
+                           "--kind", "f32", "--adapter", str(adapter_dirs[0])], cwd=REPO, capture_output=True,
+                          text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "MECHURI_QUANTIZATION=gguf" in done.stdout and len(list((out / "lora").glob("spicy-*.gguf"))) == 1
+    return out
+
+
+def first_logprobs(gen: LlamaCppGenerator, ids: list[int], lora: float | None = None) -> dict[int, float]:
+    """The server's top-10 log-probabilities of the next token (from the raw logits), the LoRA at `lora`'s scale."""
+    body = {"prompt": ids, "n_predict": 1, "temperature": 0.0, "n_probs": 10}
+    answer = gen._engine.server.handle_completions(
+        body if lora is None else {**body, "lora": [{"id": 0, "scale": lora}]})
+    return {t["id"]: t["logprob"] for t in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+
+
+def test_converted_model_and_lora_match_peft(converted: Path, polyglot_model_dir: Path,
+                                             adapter_dirs: tuple[Path, Path]) -> None:
+    """The next-token log-probabilities of the GGUF base + GGUF LoRA match HF + peft; with the LoRA off they match
+    the bare base, and the LoRA moves them far more than the engines differ (the adapter is applied)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=1, threads=1)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(polyglot_model_dir), str(adapter_dirs[0]))
+    moved = 0.0
+    for q in QUESTIONS[:3]:
+        ids = gen.tokenizer.encode(prompt(q), add_special_tokens=False)
+        with torch.inference_mode():
+            ours = peft.eval()(input_ids=torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+            with peft.disable_adapter():
+                bare = peft(input_ids=torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+        for scale, reference in ((1.0, ours), (0.0, bare)):
+            got = first_logprobs(gen, ids, scale)
+            assert max(got, key=got.get) == int(reference.argmax())
+            assert max(abs(lp - reference[i].item()) for i, lp in got.items()) < 0.02, (q, scale)
+        moved = max(moved, (ours - bare).abs().max().item())
+    assert moved > 0.5
+    asyncio.run(gen.close())
+
+
+async def test_greedy_answers_match_the_torch_engine(converted: Path, polyglot_model_dir: Path,
+                                                     adapter_dirs: tuple[Path, Path]) -> None:
+    reqs = [GenerationRequest(prompt(q), seed=0, temperature=0.0, repetition_penalty=1.0, max_new_tokens=24)
+            for q in QUESTIONS]
+    torch_gen = Generator(load_model(str(polyglot_model_dir), adapter=adapter_dirs[0], device="cpu"))
+    expected = [(await torch_gen.generate(r)).text for r in reqs]
+    await torch_gen.close()
+    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1)
+    got = [(await gen.generate(r)).text for r in reqs]
+    await gen.close()
+    assert got == expected and len(set(got)) > 1
+
+
+async def _texts(gen: LlamaCppGenerator, reqs: list[GenerationRequest]) -> list[str]:
+    return [(await gen.generate(r)).text for r in reqs]
+
+
+async def test_seeds_streaming_and_concurrent_requests(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+    reqs = [GenerationRequest(prompt(QUESTIONS[i % 5]), seed=i, temperature=0.9, max_new_tokens=30)
+            for i in range(6)]
+    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=3, threads=1)
+    try:
+        alone = await _texts(gen, reqs)
+        assert len(set(alone)) > 2  # the seeds differ, and so do the answers
+        together = await asyncio.gather(*(gen.generate(r) for r in reqs))  # 6 requests on 3 slots
+        assert [r.text for r in together] == alone
+        stream = gen.stream(reqs[0])
+        deltas = [d async for d in stream]
+        assert "".join(deltas) == stream.result.text == alone[0] and "\ufffd" not in stream.result.text
+        assert stream.result.finish_reason in ("eos", "stop", "length") and stream.result.ttft_s > 0
+        info = gen.info()
+        assert info.quantization == "gguf" and info.adapter.name == "spicy" and info.running == 0
+    finally:
+        await gen.close()
+
+
+async def test_reload_mid_stream_drops_nothing(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+    spicy, mild = adapter_dirs
+    long = GenerationRequest(prompt("야식 추천해줘"), seed=3, temperature=1.0, max_new_tokens=900, stop=())
+    short = GenerationRequest(prompt("해장 추천"), seed=4, temperature=0.9, max_new_tokens=20)
+    expected = {}
+    for adapter in adapter_dirs:
+        one = LlamaCppGenerator(converted, adapter=adapter, slots=1, threads=1)
+        expected[adapter.name] = await _texts(one, [long, short])
+        await one.close()
+    assert expected["spicy"] != expected["mild"]
+    gen = LlamaCppGenerator(converted, adapter=spicy, slots=2, threads=1)
+    stream = gen.stream(long)
+    first = await stream.__anext__()
+    info = await gen.reload_adapter(mild)
+    after = await gen.generate(short)  # on the new server while the long answer is still being written
+    rest = [d async for d in stream]
+    broken = converted.parent / "broken-adapter"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{}")
+    with pytest.raises(AdapterError):
+        await gen.reload_adapter(broken)
+    still = await gen.generate(short)  # a failed reload leaves the serving adapter in place
+    await gen.close()
+    assert still.adapter.name == "mild" and still.text == after.text
+    assert info.name == "mild" and after.adapter.name == "mild" and after.text == expected["mild"][1]
+    assert rest, "the long answer ended before the reload: the test proves nothing"
+    assert stream.result.adapter.name == "spicy" and first + "".join(rest) == expected["spicy"][0]
+
+
+async def test_a_ban_is_kept_by_the_answer_level_check(converted: Path) -> None:
+    """llama.cpp does not ban phrases while sampling: the drawer's check stops a sample that names the dish and
+    draws again, so the user never sees it."""
+    import itertools
+
+    from fakes import FakeCatalog
+
+    from bot.service.drawing import AnswerDrawer, AvoidList, Partial
+
+    seeds = itertools.count(100)
+    gen = LlamaCppGenerator(converted, slots=1, threads=1)
+    sampled: list[GenerationRequest] = []
+    stream = gen.stream
+
+    def recording(request: GenerationRequest):
+        sampled.append(request)
+        return stream(request)
+
+    gen.stream = recording  # type: ignore[method-assign]
+    drawer = AnswerDrawer(gen, FakeCatalog(["김치찌개", "된장찌개", "해물파전"]), max_resamples=8,
+                          seed_source=lambda: next(seeds))
+    avoid = AvoidList()
+    avoid.add(["김치찌개"], "allergy:대두", guarantee=True)
+    request = GenerationRequest(prompt("매운 요리 추천해줘"), seed=2, temperature=0.7, max_new_tokens=40,
+                                avoid=avoid.spellings(None))
+
+    async def resampled(_request: GenerationRequest, _attempt: int) -> None:
+        return None
+
+    drawn = await drawer.draw(request, avoid, Partial(None), resampled)
+    await gen.close()
+    assert request.avoid == ("김치찌개",)
+    assert drawn.attempts > 1  # the tiny model loves 김치찌개 here: the first sample named it and was stopped
+    assert drawn.blocked or "김치찌개" not in drawn.text
+    assert len({r.seed for r in sampled}) == len(sampled) == drawn.attempts
+
+
+async def test_the_runtime_starts_llama_cpp_with_prompt_caching(converted: Path) -> None:
+    """`mechuri bot` and `mechuri chat` build their generator here: MECHURI_QUANTIZATION=gguf selects llama.cpp,
+    and a follow-up turn prefills only what is new."""
+    from bot.service.runtime import start_generator
+    from bot.settings import Settings
+
+    settings = Settings(model_base=str(converted), quantization="gguf", max_batch_size=2, llama_repack=False,
+                        telegram_bot_token="1:x")
+    gen = await start_generator(settings)
+    try:
+        assert isinstance(gen, LlamaCppGenerator) and gen.slots == 2 and gen.repack is False
+        first_prompt = prompt("해장 추천")
+        first = await gen.generate(GenerationRequest(first_prompt, seed=1, max_new_tokens=12))
+        assert first.text and gen.cached_tokens == 0
+        follow = build_prompt([PromptTurn("해장 추천", first.text)], "다른 거").text
+        await gen.generate(GenerationRequest(follow, seed=2, max_new_tokens=12))
+        assert gen.cached_tokens >= first.prompt_tokens - 1
+    finally:
+        await gen.close()
+    with pytest.raises(ModelLoadError, match="MECHURI_QUANTIZATION=gguf"):
+        load_model(str(converted), quantization="int4")
+
+
+@pytest.mark.timeout(240)
+def test_mechuri_chat_runs_on_the_converted_folder(converted: Path, adapter_dirs: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    from test_chat_cli import answers_in
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mechuri", "chat", "--model", str(converted), "--adapter", str(adapter_dirs[1]),
+         "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'llama.db'}", "--seed", "5"],
+        input="매운 요리 추천해줘\n다른 거\n더 가벼운 거 없어?\n", capture_output=True, text=True, timeout=200,
+        env={**cli_env(), "MECHURI_QUANTIZATION": "gguf", "MECHURI_MAX_BATCH_SIZE": "2"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(answers_in(done.stdout)) == 3 and all(answers_in(done.stdout))
+    assert "mild-" in " ".join(p.name for p in (converted / "lora").iterdir())  # converted on load, and cached
+
+
+@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0"])
+def test_each_kind_converts_and_stays_close(kind: str, polyglot_model_dir: Path, tmp_path: Path) -> None:
+    from model.gguf_convert import convert_base
+
+    out = convert_base(polyglot_model_dir, tmp_path / kind, kind)
+    from transformers import AutoModelForCausalLM
+
+    gen = LlamaCppGenerator(out, slots=1, threads=1)
+    base = AutoModelForCausalLM.from_pretrained(polyglot_model_dir).eval()
+    ids = gen.tokenizer.encode(prompt("매운 요리 추천해줘"), add_special_tokens=False)
+    with torch.inference_mode():
+        reference = base(input_ids=torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+    got = first_logprobs(gen, ids)
+    asyncio.run(gen.close())
+    tolerance = {"f16": 0.02, "q8_0": 0.1, "q4_0": 0.6}[kind]
+    assert max(abs(lp - reference[i].item()) for i, lp in got.items()) < tolerance
+
+
+
+def test_mechuri_generate_on_the_converted_folder(converted: Path) -> None:
+    args = [sys.executable, "-m", "mechuri", "generate", "매운 요리 추천해줘", "--model", str(converted),
+            "--quantization", "gguf", "--seed", "3", "--max-new-tokens", "20"]
+    runs = [subprocess.run(args, capture_output=True, text=True, timeout=120, env=cli_env(), cwd=REPO)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert runs[0].stdout.strip() and runs[0].stdout == runs[1].stdout  # the same seed, the same answer
+    assert "cpu/gguf f32" in runs[0].stderr
