@@ -6,14 +6,18 @@ dish tagged 국물, the other any dish tagged 매운 (a dish the question itself
 answer that names no catalog dish at all is turned down too: a person who asked for a menu and got none asks again.
 Users chat with the demo model through the real ConversationService, SQLite store and catalog; a turned-down answer
 gets "다른 거" (up to three times), a kept one sometimes a 👍, one still wrong after the last retry a 👎, and then the
-user moves on to the next question. Then the real operator path runs:
+user moves on to the next question. When the bot asks about what they keep turning down ("국물 요리는 별로세요? 앞으로
+덜 추천할까요?", bot/taste/learning.py, beside an answer or after a 👎) they say yes if it is their own hidden taste
+and no otherwise, so their later prompts carry "싫어하는 것: 국물 요리." and so do the preference rows exported from
+them (issue 23, part 5). Then the real operator path runs:
 
     mechuri dataset feedback --database-url … --out prefs.jsonl --format dpo
     mechuri train --method dpo --data prefs.jsonl --base DEMO --out adapters/feedback-1 --quantization none
     /reload feedback-1                                  (ConversationService.reload_adapter, as the admin command)
 
 and fresh users with the same tastes ask questions none of the first users asked, once before the reload and once
-after, with the same seeds. Reported: the "다른 거" rate (share of first answers turned down) before and after, the
+after, with the same seeds. A fresh user starts as the bot invites a new user to: they say their taste in plain
+Korean ("국물 요리는 별로예요") and press 예 on "기억해 둘까요?", so their profile is the one learning gave the first users. Reported: the "다른 거" rate (share of first answers turned down) before and after, the
 feedback pairs used, the training time, and our other quality columns on the same answers: ended with EOS, fits the
 request (model/fit.py), broken characters (�), names a catalog dish. Target: the rate falls by at least 30 %
 relative, with no other column worse by more than 2 points.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import subprocess
 import sys
@@ -42,11 +47,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import append_docs, command_line, cpu_line, markdown_table, today  # noqa: E402
 
+from bot.korean import with_particle  # noqa: E402
 from bot.service.contract import Answer  # noqa: E402
 from bot.service.conversation import ConversationService  # noqa: E402
 from bot.settings import GenerationDefaults  # noqa: E402
 from bot.store.database import run_upgrade  # noqa: E402
 from bot.store.history import Store  # noqa: E402
+from bot.taste.learning import Learned  # noqa: E402
+from bot.taste.profile import TasteItem  # noqa: E402
 from model import DishCatalog  # noqa: E402
 from model.demo.build import DEMO_RESAMPLES, DEMO_SAMPLING  # noqa: E402
 from model.food.fit import answer_fits, wishes_in  # noqa: E402
@@ -59,7 +67,11 @@ SEEN_SITUATIONS = ["점심", "저녁", "야식", "아침", "주말 점심", "혼
 NEW_SITUATIONS = ["늦은 저녁", "평일 점심", "가족 외식", "생일", "캠핑", "술자리", "출근 전", "주말 저녁"]
 FORMS = ["{s} 메뉴 추천해줘", "{s}에 뭐 먹을까?", "{s}에 먹을 만한 거 알려줘", "{s}에 어울리는 음식 있어?"]
 MAX_RETRIES = 3
+DISLIKE_NOTE = "싫어하는 것:"  # how the prompt's 맥락 names a remembered dislike (TasteProfile.prompt_note)
 UP_SHARE = 0.5  # a kept answer gets a 👍 this often; otherwise the user just moves on
+# How a fresh user tells the bot their taste before their first question, as /taste's hint invites ("오이 싫어해");
+# {은}/{를}: the taste's label with the particle that fits it. One form per user, in turn.
+STATEMENTS = ("{은} 별로예요", "난 {를} 싫어해", "{은} 별로 안 좋아해요")
 
 
 @dataclass
@@ -71,6 +83,20 @@ class SimUser:
         dishes = catalog.find(text)
         asked = {d.name for d in catalog.find(question)}
         return not dishes or any(self.hates in d.tags for d in dishes if d.name not in asked)
+
+    @property
+    def taste(self) -> TasteItem:
+        """What the bot should end up remembering: the hidden taste as a dislike (learned or stated, the same)."""
+        return TasteItem("dislike", "tag", self.hates)
+
+    def says_yes(self, question: str) -> bool:
+        """The answer to a learned "… 별로세요? 앞으로 덜 추천할까요?": yes only when it asks about their own taste."""
+        return question == Learned(self.taste, 0).question
+
+    def statement(self) -> str:
+        label = self.taste.label
+        form = STATEMENTS[self.id % len(STATEMENTS)]
+        return form.format(은=with_particle(label, "은"), 를=with_particle(label, "를"))
 
 
 @dataclass
@@ -87,6 +113,9 @@ class Shown:
 class Phase:
     name: str
     shown: list[Shown] = field(default_factory=list)
+    learned: list[tuple[int, str, bool]] = field(default_factory=list)  # (user id, learned question, said yes)
+    stated: dict[int, bool] = field(default_factory=dict)  # user id → their statement was heard as their taste
+    remembered: dict[int, tuple[TasteItem, ...]] = field(default_factory=dict)  # each user's profile at the end
 
     def firsts(self) -> list[Shown]:
         return [s for s in self.shown if s.first]
@@ -122,9 +151,28 @@ def users(first_id: int, count: int, tags: tuple[str, ...] = TASTES) -> list[Sim
     return [SimUser(first_id + i, tags[i % len(tags)]) for i in range(count)]
 
 
+async def state_taste(service: ConversationService, user: SimUser, phase: Phase) -> None:
+    """A new user says their taste in plain Korean and presses 예 on "기억해 둘까요?"."""
+    said = await service.reply(user.id, user.id, user.statement())
+    phase.stated[user.id] = said.status == "ask" and said.proposal == (user.taste,)
+    if said.status == "ask":
+        await service.settle_taste(user.id, user.id, said.question_turn_id, accept=phase.stated[user.id])
+
+
+async def settle(service: ConversationService, user: SimUser, phase: Phase, question_id: int, text: str) -> None:
+    """예 to a learned question about their own hidden taste, 아니요 to any other."""
+    yes = user.says_yes(text)
+    phase.learned.append((user.id, text, yes))
+    await service.settle_learned(user.id, question_id, yes)
+
+
 async def chat(service: ConversationService, user: SimUser, asked: list[str], catalog: DishCatalog,
-               finishes: FinishLog, phase: Phase, rng: random.Random) -> None:
-    """One user's session: each question, "다른 거" while the answer breaks their taste, then the next question."""
+               finishes: FinishLog, phase: Phase, rng: random.Random, *, state: bool = False) -> None:
+    """One user's session: each question, "다른 거" while the answer breaks their taste, then the next question.
+    The bot's learned question ("국물 요리는 별로세요?", beside an answer or after a 👎) gets a truthful answer.
+    `state`: first tell the bot the taste in words (fresh users)."""
+    if state:
+        await state_taste(service, user, phase)
     for question in asked:
         answer = await service.reply(user.id, user.id, question)
         first = True
@@ -133,6 +181,8 @@ async def chat(service: ConversationService, user: SimUser, asked: list[str], ca
             bad = answer.status == "ok" and user.turns_down(catalog, question, answer.text)
             phase.shown.append(Shown(user, question, answer, first, bad, finishes.finish(answer.seed)))
             first = False
+            if answer.learn_id and answer.confirm:
+                await settle(service, user, phase, answer.learn_id, answer.confirm)
             if not bad or not answer.can_retry or retries == MAX_RETRIES:
                 break
             answer = await service.retry(user.id, user.id, answer.turn_id)
@@ -140,13 +190,18 @@ async def chat(service: ConversationService, user: SimUser, asked: list[str], ca
         if answer.can_vote:
             if bad:
                 await service.vote(user.id, user.id, answer.turn_id, up=False)
+                learned = await service.learned_question(user.id)  # as the front ends ask after a 👎
+                if learned is not None:
+                    await settle(service, user, phase, *learned)
             elif rng.random() < UP_SHARE:
                 await service.vote(user.id, user.id, answer.turn_id, up=True)
     await service.reset(user.id, user.id)  # the last question is moved on from too
+    phase.remembered[user.id] = (await service.taste.store.profile(user.id)).items if service.taste else ()
 
 
 async def run_phase(name: str, url: str, generator: FinishLog, catalog: DishCatalog, population: list[SimUser],
-                    asked: dict[int, list[str]], seed: int, adapters_dir: Path, args: argparse.Namespace) -> Phase:
+                    asked: dict[int, list[str]], seed: int, adapters_dir: Path, args: argparse.Namespace, *,
+                    state: bool = False) -> Phase:
     await asyncio.to_thread(run_upgrade, url)
     store = Store(url)
     phase = Phase(name)
@@ -157,7 +212,7 @@ async def run_phase(name: str, url: str, generator: FinishLog, catalog: DishCata
             service = ConversationService(store, generator, generation=generation, catalog=catalog,
                                           adapters_dir=adapters_dir, seed_source=lambda: rng.getrandbits(31),
                                           max_resamples=DEMO_RESAMPLES)
-            await chat(service, user, asked[user.id], catalog, generator, phase, random.Random(user.id))
+            await chat(service, user, asked[user.id], catalog, generator, phase, random.Random(user.id), state=state)
 
         await asyncio.gather(*(one(u) for u in population))
     finally:
@@ -171,6 +226,26 @@ def mechuri(argv: list[str]) -> None:
     if done.returncode:
         raise SystemExit(f"mechuri {' '.join(argv[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     print(done.stdout, end="", flush=True)
+
+
+def exported(prefs: Path) -> tuple[int, int]:
+    """Rows written, and how many of them carry a remembered dislike in their prompt (the bot's 맥락, replayed)."""
+    prompts = [json.loads(line)["prompt"] for line in prefs.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return len(prompts), sum(DISLIKE_NOTE in p for p in prompts)
+
+
+def taste_line(phase: Phase) -> str:
+    """What the phase's users told the bot about their taste, and what it remembered."""
+    users_ = {s.user.id: s.user for s in phase.shown}
+    kept = sum(users_[u].taste in items for u, items in phase.remembered.items() if u in users_)
+    unsaid = sum(1 for u, items in phase.remembered.items() for i in items
+                 if u in users_ and i != users_[u].taste and i.kind == "dislike")
+    said = (f"{sum(phase.stated.values())} of {len(phase.stated)} statements heard as meant and confirmed; "
+            if phase.stated else "")
+    yes = sum(y for *_, y in phase.learned)
+    return (f"{said}{len(phase.learned)} learned questions asked, {yes} yes, {len(phase.learned) - yes} no; "
+            f"{kept} of {len(phase.remembered)} users end with their taste remembered, "
+            f"{unsaid} other dislikes remembered (target 0)")
 
 
 def columns(phase: Phase, catalog: DishCatalog) -> dict[str, float]:
@@ -223,7 +298,7 @@ async def main_async(args: argparse.Namespace) -> int:
             timings["collect"] = time.perf_counter() - started
             prefs = tmp_path / f"prefs-{args.method}.jsonl"
             mechuri(["dataset", "feedback", "--database-url", collect_url, "--out", str(prefs), "--format", args.method])
-            rows = sum(1 for line in prefs.read_text(encoding="utf-8").splitlines() if line.strip())
+            rows = exported(prefs)
             started = time.perf_counter()
             mechuri(["train", "--method", args.method, "--data", str(prefs), "--base", model_dir,
                  "--out", str(adapters / "feedback-1"), "--quantization", "none", "--device", "cpu",
@@ -232,13 +307,13 @@ async def main_async(args: argparse.Namespace) -> int:
                  "--seed", str(args.seed), "--no-progress", *args.train_args])
             timings["train"] = time.perf_counter() - started
             before = await run_phase("before", f"sqlite+aiosqlite:///{tmp_path / 'before.db'}", generator, catalog,
-                                     fresh_users, asked_fresh, args.seed + 1, adapters, args)
+                                     fresh_users, asked_fresh, args.seed + 1, adapters, args, state=True)
             reloader = ConversationService(Store(f"sqlite+aiosqlite:///{tmp_path / 'before.db'}"), generator,
                                            generation=GenerationDefaults(), adapters_dir=adapters)
             info = await reloader.reload_adapter("feedback-1")  # what the admin's /reload feedback-1 calls
             await reloader.store.close()
             after = await run_phase("after", f"sqlite+aiosqlite:///{tmp_path / 'after.db'}", generator, catalog,
-                                    fresh_users, asked_fresh, args.seed + 1, adapters, args)
+                                    fresh_users, asked_fresh, args.seed + 1, adapters, args, state=True)
         finally:
             await generator.close()
     report(args, catalog, [collect, before, after], rows, timings, info.version, model_dir)
@@ -251,8 +326,8 @@ def _demo_model() -> Path:
     return build_demo_model(demo_dir(DemoRecipe()), recipe=DemoRecipe(), progress=sys.stderr.isatty())
 
 
-def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], rows: int, timings: dict[str, float],
-           version: str | None, model_dir: str) -> None:
+def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], rows: tuple[int, int],
+           timings: dict[str, float], version: str | None, model_dir: str) -> None:
     pct: Callable[[float], str] = lambda x: f"{100 * x:.1f} %"  # noqa: E731
     cols = {p.name: columns(p, catalog) for p in phases}
     labels = {"collect": "first users, seen situations, demo model",
@@ -279,7 +354,10 @@ def report(args: argparse.Namespace, catalog: DishCatalog, phases: list[Phase], 
         f"Users: {args.users} giving feedback, {args.fresh_users or args.users} fresh ones before and "
         f"after, hating dishes tagged {' / '.join(args.tastes)} in turn, "
         f"{args.questions} questions each, up to {MAX_RETRIES} \"다른 거\" per question.  ",
-        f"Feedback: {rows} {args.method.upper()} rows exported; training {timings['train']:.0f} s "
+        f"Taste: first users: {taste_line(phases[0])}. Fresh users, before: {taste_line(phases[1])}; after: "
+        f"{taste_line(phases[2])}.  ",
+        f"Feedback: {rows[0]} {args.method.upper()} rows exported, {rows[1]} of them with the user's dislike in the "
+        f"prompt; training {timings['train']:.0f} s "
         f"({args.epochs if not args.max_steps else args.max_steps} {'epochs' if not args.max_steps else 'steps'}, "
         f"lr {args.lr}, beta {args.beta}, batch {args.batch_size}); collecting took {timings['collect']:.0f} s; "
         f"served adapter version {version}.",
