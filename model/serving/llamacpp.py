@@ -18,8 +18,12 @@ UTF-8 (possible with any byte-level model) reaches us as U+FFFD, which the track
 Adapters stay PEFT folders: each is converted to a GGUF LoRA (cached beside the base by content hash). llama.cpp
 loads LoRAs only when a server starts, so `reload_adapter` starts a second server on the same GGUF, sends new
 requests to it, and drops the old one once the requests it is running have finished: nothing in flight is dropped,
-and every answer comes from one adapter. While both run, memory holds two KV caches, and with `repack` two copies of
-the repacked weights (without it the mmapped file's pages are shared).
+and every answer comes from one adapter. While both run, memory holds two KV caches and two copies of the weights
+(each server loads its own; llama.cpp cannot share a model between servers, and the repacked layout is private even
+when the file is mapped): about twice the steady resident memory for the seconds a reload takes.
+
+Memory (docs/decisions.md, "The CPU path"): the weights are read into RAM once (`mmap` off: mapped, the file's
+pages count as resident beside the repacked copy), and `kv_tokens` bounds the K/V cache for all slots together.
 """
 
 from __future__ import annotations
