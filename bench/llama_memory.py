@@ -26,6 +26,7 @@ SETTINGS = {  # name: LlamaCppGenerator's memory arguments
     "no mmap, 4 x 1024, f16": {"kv_tokens": 4096},
     "no mmap, shared pool 4096, f16": {"kv_tokens": 4096, "kv_unified": True},
     "no mmap, 4 x 1024, q8_0": {"kv_tokens": 4096, "kv_type": "q8_0"},
+    "no mmap, 4 x 2048, q8_0": {"kv_tokens": 8192, "kv_type": "q8_0"},
 }
 RELOADED = "no mmap, 4 x 1024, f16"  # the default: the one whose /reload peak is measured
 NEW_TOKENS = 8
