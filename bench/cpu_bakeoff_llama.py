@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 THREADS = 2
 KIND = "q4_0"
+KV_TOKENS = 4096  # MECHURI_LLAMA_KV_TOKENS's default: 4 slots of 1,024 tokens (weights read, not mapped: the default)
 
 
 def folder_of(workdir: Path) -> Path:
@@ -57,7 +58,7 @@ def llama_cpp(base: Path, workdir: Path, adapter: Path) -> dict:
 
     started = time.perf_counter()
     gen = LlamaCppGenerator(folder_of(workdir), adapter=adapter.resolve(), slots=4, threads=THREADS,
-                            prompt_cache_mib=0)
+                            prompt_cache_mib=0, kv_tokens=KV_TOKENS)
     load_s = time.perf_counter() - started
 
     def request(length: int, seed: int, new: int) -> GenerationRequest:
@@ -82,7 +83,8 @@ def llama_cpp(base: Path, workdir: Path, adapter: Path) -> dict:
 
     numbers = asyncio.run(run())
     return {"load_s": load_s, **numbers, "peak_gib": status_gib("VmHWM"),
-            "note": f"LlamaCppGenerator, {KIND} (output q8_0), GGUF LoRA, {THREADS} threads; first token: first "
+            "note": f"LlamaCppGenerator, {KIND} (output q8_0), GGUF LoRA, {THREADS} threads, 4 slots x "
+                    f"{KV_TOKENS // 4} K/V tokens (f16), no mmap; first token: first "
                     f"turn ({numbers['first_tokens']} tokens) {numbers['first_s']:.1f} s, follow-up "
                     f"({numbers['followup_tokens']} tokens, {numbers['followup_cached']} from the prompt cache) "
                     f"{numbers['followup_s']:.1f} s; {xllamacpp.get_system_info().strip()}"}

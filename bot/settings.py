@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     # MECHURI_QUANTIZATION=gguf: llama.cpp repacks the weights for its AVX2 kernels (1.3-1.6x faster, measured), at
     # the price of a private copy (+3 GiB at 5.8B q4_0, and twice that while /reload starts a second server).
     llama_repack: bool = True
+    # gguf: K/V tokens for all slots together (0: a whole context per slot); 5.8B: 0.46 MB a token in f16. Each slot
+    # gets its share (the context prompts are trimmed to), or with llama_kv_unified one pool any request may fill.
+    llama_kv_tokens: int = Field(default=4096, ge=0)
+    llama_kv_unified: bool = False
+    llama_kv_type: Literal["f16", "q8_0"] = "f16"
+    # gguf: map the file (its pages then count as resident beside the repacked copy) or read the weights into RAM once
+    llama_mmap: bool = False
     # Finished turns' K/V kept for follow-up turns (0: off). 5.8B: about 0.46 MB a token, so 1 GiB ≈ 2,300 tokens.
     prefix_cache_mib: int = Field(default=1024, ge=0)
     user_cooldown_s: float = Field(default=1.0, ge=0.0)
@@ -245,6 +252,7 @@ _HINTS: dict[str, str] = {
     "replica_lease_s": "seconds, at least 0.5",
     "variety_days": "days, 0 or more (0 turns variety across days off)",
     "feedback_buttons": "true or false (on or off)",
+    "llama_kv_type": "f16 or q8_0 (the K/V cache of the gguf path)",
     "web_auth": "logins for the web page, user:password,user2:password2",
     "web_admins": "comma-separated login names of MECHURI_WEB_AUTH, e.g. alice,bob",
 }

@@ -200,6 +200,8 @@ async def test_the_runtime_starts_llama_cpp_with_prompt_caching(converted: Path)
     gen = await start_generator(settings)
     try:
         assert isinstance(gen, LlamaCppGenerator) and gen.slots == 2 and gen.repack is False
+        # MECHURI_LLAMA_KV_TOKENS=4096 split in two, capped at the tiny model's 1,024; weights read, not mapped
+        assert gen.max_context == 1024 and gen.kv_tokens == 2048 and not gen.kv_unified and not gen.mmap
         first_prompt = prompt("해장 추천")
         first = await gen.generate(GenerationRequest(first_prompt, seed=1, max_new_tokens=12))
         assert first.text and gen.cached_tokens == 0
@@ -254,3 +256,57 @@ def test_mechuri_generate_on_the_converted_folder(converted: Path) -> None:
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert runs[0].stdout.strip() and runs[0].stdout == runs[1].stdout  # the same seed, the same answer
     assert "cpu/gguf f32" in runs[0].stderr
+
+
+def long_requests(n: int, new_tokens: int = 60) -> list[GenerationRequest]:
+    """About 400 prompt tokens each, each starting differently (no shared prefix)."""
+    return [GenerationRequest(f"{i}번 손님: " + " ".join(QUESTIONS[i:] + QUESTIONS[:i]) * 24 + prompt(q), seed=10 + i,
+                              temperature=1.0, max_new_tokens=new_tokens, stop=()) for i, q in enumerate(QUESTIONS[:n])]
+
+
+async def test_shared_kv_pool_waits_for_room_and_never_fails(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+    """`kv_unified`: three slots share a 1,024-token pool (one context). Three long prompts do not fit it together
+    (llama.cpp alone would fail every running request with "Context size has been exceeded"): they wait their turn,
+    none fails and none is cut (each ends at EOS or at its max_new_tokens), and one request may still use the
+    model's whole context."""
+    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=3, threads=1, kv_tokens=1024, kv_unified=True)
+    reqs = long_requests(3)
+    try:
+        assert gen.info().max_context == 1024
+        together = await asyncio.gather(*(gen.generate(r) for r in reqs))
+        assert sum(r.prompt_tokens + r.new_tokens for r in together) > 1024  # more than the pool holds at once
+        for r in together:
+            assert r.finish_reason == "eos" or r.new_tokens == 60
+            assert not r.prompt_truncated
+        whole = await gen.generate(GenerationRequest(" ".join(QUESTIONS) * 60, seed=1, max_new_tokens=20, stop=()))
+        assert whole.prompt_tokens + 20 > 900 and not whole.prompt_truncated
+        assert gen._kv is not None and gen._kv.free == gen.kv_tokens  # every reservation returned
+    finally:
+        await gen.close()
+
+
+async def test_kv_tokens_split_between_slots(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+    """By default each slot gets its share of `kv_tokens`, and that is the context prompts are trimmed to; seeds
+    reproduce their answers alone and together, as with a whole context per slot."""
+    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1, kv_tokens=1024)
+    reqs = long_requests(2, new_tokens=150)
+    try:
+        assert gen.info().max_context == 512 and gen._kv is None
+        alone = [await gen.generate(r) for r in reqs]
+        together = await asyncio.gather(*(gen.generate(r) for r in reqs))
+        assert [r.text for r in together] == [r.text for r in alone] and len({r.text for r in alone}) == 2
+        assert all(r.prompt_truncated and r.prompt_tokens + 150 <= 512 for r in alone)
+    finally:
+        await gen.close()
+
+
+async def test_q8_kv_cache_keeps_greedy_answers(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+    """K/V in q8_0 halves the pool's memory; greedy answers stay those of f16 K/V on the tiny model."""
+    reqs = [GenerationRequest(prompt(q), seed=0, temperature=0.0, repetition_penalty=1.0, max_new_tokens=40)
+            for q in QUESTIONS]
+    texts = {}
+    for kind in ("f16", "q8_0"):
+        gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1, kv_type=kind)
+        texts[kind] = await _texts(gen, reqs)
+        await gen.close()
+    assert texts["q8_0"] == texts["f16"]

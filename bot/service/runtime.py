@@ -52,7 +52,9 @@ async def start_generator(settings: Settings, *, adapter: str | None = None, dev
     if settings.quantization == "gguf":  # llama.cpp: its own slots, batching and prompt cache (docs/decisions.md)
         generator = await asyncio.to_thread(
             LlamaCppGenerator, settings.model_base, adapter=path, slots=settings.max_batch_size,
-            max_queue=settings.max_queue, prompt_cache_mib=settings.prefix_cache_mib, repack=settings.llama_repack)
+            max_queue=settings.max_queue, prompt_cache_mib=settings.prefix_cache_mib, repack=settings.llama_repack,
+            kv_tokens=settings.llama_kv_tokens or None, kv_unified=settings.llama_kv_unified,
+            kv_type=settings.llama_kv_type, mmap=settings.llama_mmap)
         check_fits_context(settings, generator.max_context)
         return generator
     loaded = await asyncio.to_thread(

@@ -18,8 +18,12 @@ UTF-8 (possible with any byte-level model) reaches us as U+FFFD, which the track
 Adapters stay PEFT folders: each is converted to a GGUF LoRA (cached beside the base by content hash). llama.cpp
 loads LoRAs only when a server starts, so `reload_adapter` starts a second server on the same GGUF, sends new
 requests to it, and drops the old one once the requests it is running have finished: nothing in flight is dropped,
-and every answer comes from one adapter. While both run, memory holds two KV caches, and with `repack` two copies of
-the repacked weights (without it the mmapped file's pages are shared).
+and every answer comes from one adapter. While both run, memory holds two KV caches and two copies of the weights
+(each server loads its own; llama.cpp cannot share a model between servers, and the repacked layout is private even
+when the file is mapped): about twice the steady resident memory for the seconds a reload takes.
+
+Memory (docs/decisions.md, "The CPU path"): the weights are read into RAM once (`mmap` off: mapped, the file's
+pages count as resident beside the repacked copy), and `kv_tokens` bounds the K/V cache for all slots together.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +63,45 @@ log = logging.getLogger(__name__)
 SAMPLERS = ["penalties", "top_k", "temperature", "top_p"]
 
 
+def _kv_type(xl: Any, name: str) -> Any:
+    kinds = {"f16": xl.ggml_type.GGML_TYPE_F16, "q8_0": xl.ggml_type.GGML_TYPE_Q8_0}
+    if name not in kinds:
+        raise ModelLoadError(f"K/V cache type {name!r}: use one of {', '.join(kinds)}")
+    return kinds[name]
+
+
+class _KvPool:
+    """The tokens of llama.cpp's shared K/V pool that running requests may still fill. llama.cpp finds out only
+    mid-batch that the pool is full, and then fails every running request ("Context size has been exceeded"): so
+    a request starts only once its prompt and its whole answer budget fit beside the running ones, and waits in
+    arrival order until then (a large request is not overtaken forever by small ones)."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens, self.free = tokens, tokens
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+
+    def reserve(self, need: int, cancelled: Callable[[], bool]) -> bool:
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+            try:
+                while self._waiting[0] is not ticket or self.free < need:
+                    if cancelled():
+                        return False
+                    self._cond.wait(0.2)  # woken by release(); the timeout notices a cancelled request
+                self.free -= need
+                return True
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, need: int) -> None:
+        with self._cond:
+            self.free += need
+            self._cond.notify_all()
+
+
 @dataclass
 class _Engine:
     """One llama.cpp server and the adapter it was started with."""
@@ -71,12 +116,18 @@ class _Engine:
 class LlamaCppGenerator:
     def __init__(self, folder: str | Path, *, adapter: str | Path | None = None, slots: int = 4,
                  max_queue: int = 64, threads: int | None = None, prompt_cache_mib: int = 1024,
-                 repack: bool = True) -> None:
-        """`slots` sequences decode together, each with the model's whole context (KV memory grows with it: 5.8B
-        in f16 K/V is about 0.46 MB a token, 0.94 GB a slot). More requests than slots wait in the server's queue,
-        up to `max_queue`; beyond that `stream()` raises `GeneratorBusy`. `repack` lets llama.cpp copy the weights
-        into its faster AVX2 layout (measured 1.3-1.6x at 5.8B q4_0, for 3 GiB more: a private copy, not the shared
-        mmapped file)."""
+                 repack: bool = True, kv_tokens: int | None = None, kv_unified: bool = False,
+                 kv_type: str = "f16", mmap: bool = False) -> None:
+        """`slots` sequences decode together, with `kv_tokens` of K/V in all (None: the model's whole context per
+        slot; 5.8B in f16 K/V is about 0.46 MB a token, in q8_0 0.24 MB). By default each slot gets its share, at
+        most the model's context, and `max_context` (what the service trims prompts to) is that share. With
+        `kv_unified` the slots share one pool (llama.cpp's unified KV cache) and any request may use the model's
+        whole context: it waits here until the pool has room for its prompt and its `max_new_tokens` (`_KvPool`),
+        so the pool never runs out mid-answer; but an answer then depends on where its cells sit in the pool, so a
+        seed reproduces its answer only when the pool holds the same (measured on the tiny model). More requests
+        than slots wait in the server's queue, up to `max_queue`; beyond that `stream()` raises `GeneratorBusy`. `repack` lets llama.cpp
+        copy the weights into its faster AVX2 layout (1.3-1.6x at 5.8B q4_0); with `mmap` off that copy is the
+        only one in RAM (on, the file's pages stay mapped besides and count as resident)."""
         self.folder = Path(folder).expanduser()
         marker = read_marker(self.folder)
         if marker is None:
@@ -90,12 +141,24 @@ class LlamaCppGenerator:
         self._xl = xllamacpp
         self.marker = marker
         self.tokenizer = tokenizer_from(str(self.folder), str(self.folder))
-        self.max_context = int(marker["max_context"])
+        self.model_context = int(marker["max_context"])
         self.eos = eos_id_of(self.tokenizer)
         self.slots, self.max_queue = slots, max_queue
         self.threads = threads or os.cpu_count() or 1
         self.prompt_cache_mib = prompt_cache_mib
-        self.repack = repack
+        self.repack, self.mmap = repack, mmap
+        self.kv_tokens = kv_tokens or self.model_context * slots
+        self.kv_unified = kv_unified
+        if kv_unified:
+            self.kv_tokens = max(self.kv_tokens, self.model_context)
+            self.max_context = self.model_context
+        else:
+            self.max_context = min(self.kv_tokens // slots, self.model_context)
+            self.kv_tokens = self.max_context * slots
+        if self.max_context < 16:
+            raise ModelLoadError(f"{kv_tokens} K/V tokens for {slots} slots leave no room for a prompt")
+        self.kv_type = _kv_type(self._xl, kv_type)
+        self._kv = _KvPool(self.kv_tokens) if kv_unified else None
         self._never = self._never_sampled()
         self._lock = threading.Lock()
         self._reload_lock = asyncio.Lock()
@@ -183,7 +246,10 @@ class LlamaCppGenerator:
         params = xl.CommonParams()
         params.model.path = str(self.folder / self.marker["gguf"])
         params.n_parallel = self.slots
-        params.n_ctx = self.max_context * self.slots
+        params.n_ctx = self.kv_tokens
+        params.kv_unified = self.kv_unified
+        params.cache_type_k = params.cache_type_v = self.kv_type
+        params.load_mode = xl.llama_load_mode.LLAMA_LOAD_MODE_MMAP if self.mmap else xl.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.cont_batching = True
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
@@ -269,7 +335,15 @@ class LlamaCppGenerator:
                     job.send(delta)
             return job.cancelled or tracker.stopped  # True stops the server's task and frees its slot
 
-        answer = engine.server.handle_completions(self._body(request, prompt, engine), on_chunk)
+        body = self._body(request, prompt, engine)
+        need = len(prompt) + body["n_predict"]
+        if self._kv is not None and not self._kv.reserve(need, lambda: job.cancelled):
+            return self._result(job, engine, tracker, prompt, seen)  # cancelled while waiting for room
+        try:
+            answer = engine.server.handle_completions(body, on_chunk)
+        finally:
+            if self._kv is not None:
+                self._kv.release(need)
         if isinstance(answer, dict) and "error" in answer:
             seen["error"] = answer["error"]
         if seen["error"] is not None:
