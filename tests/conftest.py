@@ -58,6 +58,18 @@ def tiny_adapter2_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters2") / "mild", seed=2)
 
 
+@pytest.fixture(scope="session")
+def polyglot_adapters(polyglot_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two rank-4 LoRAs on all four target modules of the Polyglot-faithful tiny model (QKV included: llama.cpp's
+    conversion reorders its lora_B)."""
+    from model.demo.tiny import make_tiny_adapter
+
+    targets = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+    root = tmp_path_factory.mktemp("polyglot-adapters")
+    return (make_tiny_adapter(polyglot_model_dir, root / "spicy", seed=1, target_modules=targets),
+            make_tiny_adapter(polyglot_model_dir, root / "mild", seed=2, target_modules=targets))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models are all overhead: two OpenMP threads on two shared cores run them many times slower than one."""

@@ -16,21 +16,10 @@ from model.quantized import WeightOnlyLinear
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["매운 요리 추천해줘", "비 오는 날 뭐 먹지", "해장 추천", "야식 추천해줘", "더운 날 시원한 거"]
-ALL_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
 def prompt(q: str) -> str:
     return build_prompt([], q).text
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(polyglot_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two rank-4 LoRAs on all four target modules of the Polyglot-faithful tiny model."""
-    from model.demo.tiny import make_tiny_adapter
-
-    root = tmp_path_factory.mktemp("cpu-adapters")
-    return (make_tiny_adapter(polyglot_model_dir, root / "spicy", seed=1, target_modules=ALL_TARGETS),
-            make_tiny_adapter(polyglot_model_dir, root / "mild", seed=2, target_modules=ALL_TARGETS))
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +55,13 @@ def dequantized_reference(quantized_model, base_dir: Path, adapter: Path):
 
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_quantised_base_with_lora_matches_peft_on_the_dequantised_weights(
-        kind: str, polyglot_model_dir: Path, adapter_dirs: tuple[Path, Path]) -> None:
-    loaded = load_model(str(polyglot_model_dir), adapter=adapter_dirs[0], quantization=kind, device="cpu")
+        kind: str, polyglot_model_dir: Path, polyglot_adapters: tuple[Path, Path]) -> None:
+    loaded = load_model(str(polyglot_model_dir), adapter=polyglot_adapters[0], quantization=kind, device="cpu")
     layers = [m for m in loaded.model.modules() if isinstance(m, WeightOnlyLinear)]
     assert len(layers) == 2 * 4 + 1 and all(m.kind == kind for m in layers)  # 4 per layer, and the output head
     ids = torch.tensor([loaded.tokenizer.encode(prompt("매운 요리 추천해줘"))])
     ours = logits_of(loaded.model, ids)
-    reference = logits_of(dequantized_reference(loaded.model, polyglot_model_dir, adapter_dirs[0]), ids)
+    reference = logits_of(dequantized_reference(loaded.model, polyglot_model_dir, polyglot_adapters[0]), ids)
     with loaded.model.disable_adapter():
         without_lora = logits_of(loaded.model, ids)
     scale = reference.abs().max().item()
@@ -82,7 +71,7 @@ def test_quantised_base_with_lora_matches_peft_on_the_dequantised_weights(
 
 
 def test_prepared_folder_loads_to_the_same_model(polyglot_model_dir: Path, prepared_dir: Path,
-                                                 adapter_dirs: tuple[Path, Path]) -> None:
+                                                 polyglot_adapters: tuple[Path, Path]) -> None:
     from model.quantized import load_prepared, quantize_model, read_marker
 
     marker = read_marker(prepared_dir)
@@ -92,7 +81,7 @@ def test_prepared_folder_loads_to_the_same_model(polyglot_model_dir: Path, prepa
     quantize_model(fresh, "int4", 32)
     ids = torch.tensor([[5, 17, 300, 42, 8, 99]])
     assert torch.equal(logits_of(prepared, ids), logits_of(fresh, ids))
-    loaded = load_model(str(prepared_dir), adapter=adapter_dirs[0], quantization="int4")
+    loaded = load_model(str(prepared_dir), adapter=polyglot_adapters[0], quantization="int4")
     assert loaded.pad_token_id == loaded.eos_token_id == 2  # Polyglot's tokenizer travels with the folder
     with pytest.raises(ModelLoadError, match="MECHURI_QUANTIZATION=int4"):
         load_model(str(prepared_dir), quantization="none")
@@ -116,8 +105,8 @@ async def _texts(gen: Generator, requests: list[GenerationRequest]) -> list[str]
 
 
 async def test_seeds_bans_streaming_and_batching_on_int4(polyglot_model_dir: Path,
-                                                          adapter_dirs: tuple[Path, Path]) -> None:
-    gen = Generator(load_model(str(polyglot_model_dir), adapter=adapter_dirs[0], quantization="int4"),
+                                                          polyglot_adapters: tuple[Path, Path]) -> None:
+    gen = Generator(load_model(str(polyglot_model_dir), adapter=polyglot_adapters[0], quantization="int4"),
                     max_batch_size=4)
     try:
         reqs = [GenerationRequest(prompt(q), seed=i, temperature=1.0, max_new_tokens=24)
@@ -141,12 +130,12 @@ async def test_seeds_bans_streaming_and_batching_on_int4(polyglot_model_dir: Pat
 
 
 async def test_reload_mid_stream_drops_nothing_on_int4(polyglot_model_dir: Path,
-                                                       adapter_dirs: tuple[Path, Path]) -> None:
-    spicy, mild = adapter_dirs
+                                                       polyglot_adapters: tuple[Path, Path]) -> None:
+    spicy, mild = polyglot_adapters
     reqs = [GenerationRequest(prompt(QUESTIONS[i % 5]), seed=i, temperature=0.9, max_new_tokens=20)
             for i in range(8)]
     expected = {}
-    for adapter in adapter_dirs:
+    for adapter in polyglot_adapters:
         one = Generator(load_model(str(polyglot_model_dir), adapter=adapter, quantization="int4"))
         expected[adapter.name] = await _texts(one, reqs)
         await one.close()

@@ -20,7 +20,6 @@ from model.serving.llamacpp import LlamaCppGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["매운 요리 추천해줘", "비 오는 날 뭐 먹지", "해장 추천", "야식 추천해줘", "더운 날 시원한 거"]
-ALL_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
 def prompt(q: str) -> str:
@@ -32,22 +31,12 @@ def cli_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def adapter_dirs(polyglot_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two rank-4 LoRAs on all four target modules (QKV included: its lora_B is reordered for llama.cpp)."""
-    from model.demo.tiny import make_tiny_adapter
-
-    root = tmp_path_factory.mktemp("llama-adapters")
-    return (make_tiny_adapter(polyglot_model_dir, root / "spicy", seed=1, target_modules=ALL_TARGETS),
-            make_tiny_adapter(polyglot_model_dir, root / "mild", seed=2, target_modules=ALL_TARGETS))
-
-
-@pytest.fixture(scope="module")
-def converted(polyglot_model_dir: Path, adapter_dirs: tuple[Path, Path],
+def converted(polyglot_model_dir: Path, polyglot_adapters: tuple[Path, Path],
               tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`mechuri convert-gguf` as a user runs it (f32, so the comparison with peft measures the engine, not rounding)."""
     out = tmp_path_factory.mktemp("gguf") / "f32"
     done = subprocess.run([sys.executable, "-m", "mechuri", "convert-gguf", str(polyglot_model_dir), str(out),
-                           "--kind", "f32", "--adapter", str(adapter_dirs[0])], cwd=REPO, capture_output=True,
+                           "--kind", "f32", "--adapter", str(polyglot_adapters[0])], cwd=REPO, capture_output=True,
                           text=True, env=cli_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "MECHURI_QUANTIZATION=gguf" in done.stdout and len(list((out / "lora").glob("spicy-*.gguf"))) == 1
@@ -63,14 +52,15 @@ def first_logprobs(gen: LlamaCppGenerator, ids: list[int], lora: float | None = 
 
 
 def test_converted_model_and_lora_match_peft(converted: Path, polyglot_model_dir: Path,
-                                             adapter_dirs: tuple[Path, Path]) -> None:
+                                             polyglot_adapters: tuple[Path, Path]) -> None:
     """The next-token log-probabilities of the GGUF base + GGUF LoRA match HF + peft; with the LoRA off they match
     the bare base, and the LoRA moves them far more than the engines differ (the adapter is applied)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=1, threads=1)
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(polyglot_model_dir), str(adapter_dirs[0]))
+    gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=1, threads=1)
+    base = AutoModelForCausalLM.from_pretrained(polyglot_model_dir)
+    peft = PeftModel.from_pretrained(base, str(polyglot_adapters[0]))
     moved = 0.0
     for q in QUESTIONS[:3]:
         ids = gen.tokenizer.encode(prompt(q), add_special_tokens=False)
@@ -88,13 +78,13 @@ def test_converted_model_and_lora_match_peft(converted: Path, polyglot_model_dir
 
 
 async def test_greedy_answers_match_the_torch_engine(converted: Path, polyglot_model_dir: Path,
-                                                     adapter_dirs: tuple[Path, Path]) -> None:
+                                                     polyglot_adapters: tuple[Path, Path]) -> None:
     reqs = [GenerationRequest(prompt(q), seed=0, temperature=0.0, repetition_penalty=1.0, max_new_tokens=24)
             for q in QUESTIONS]
-    torch_gen = Generator(load_model(str(polyglot_model_dir), adapter=adapter_dirs[0], device="cpu"))
+    torch_gen = Generator(load_model(str(polyglot_model_dir), adapter=polyglot_adapters[0], device="cpu"))
     expected = [(await torch_gen.generate(r)).text for r in reqs]
     await torch_gen.close()
-    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1)
+    gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=2, threads=1)
     got = [(await gen.generate(r)).text for r in reqs]
     await gen.close()
     assert got == expected and len(set(got)) > 1
@@ -104,10 +94,10 @@ async def _texts(gen: LlamaCppGenerator, reqs: list[GenerationRequest]) -> list[
     return [(await gen.generate(r)).text for r in reqs]
 
 
-async def test_seeds_streaming_and_concurrent_requests(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+async def test_seeds_streaming_and_concurrent_requests(converted: Path, polyglot_adapters: tuple[Path, Path]) -> None:
     reqs = [GenerationRequest(prompt(QUESTIONS[i % 5]), seed=i, temperature=0.9, max_new_tokens=30)
             for i in range(6)]
-    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=3, threads=1)
+    gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=3, threads=1)
     try:
         alone = await _texts(gen, reqs)
         assert len(set(alone)) > 2  # the seeds differ, and so do the answers
@@ -123,12 +113,12 @@ async def test_seeds_streaming_and_concurrent_requests(converted: Path, adapter_
         await gen.close()
 
 
-async def test_reload_mid_stream_drops_nothing(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
-    spicy, mild = adapter_dirs
+async def test_reload_mid_stream_drops_nothing(converted: Path, polyglot_adapters: tuple[Path, Path]) -> None:
+    spicy, mild = polyglot_adapters
     long = GenerationRequest(prompt("야식 추천해줘"), seed=3, temperature=1.0, max_new_tokens=900, stop=())
     short = GenerationRequest(prompt("해장 추천"), seed=4, temperature=0.9, max_new_tokens=20)
     expected = {}
-    for adapter in adapter_dirs:
+    for adapter in polyglot_adapters:
         one = LlamaCppGenerator(converted, adapter=adapter, slots=1, threads=1)
         expected[adapter.name] = await _texts(one, [long, short])
         await one.close()
@@ -215,12 +205,12 @@ async def test_the_runtime_starts_llama_cpp_with_prompt_caching(converted: Path)
 
 
 @pytest.mark.timeout(240)
-def test_mechuri_chat_runs_on_the_converted_folder(converted: Path, adapter_dirs: tuple[Path, Path],
+def test_mechuri_chat_runs_on_the_converted_folder(converted: Path, polyglot_adapters: tuple[Path, Path],
                                                    tmp_path: Path) -> None:
     from test_chat_cli import answers_in
 
     done = subprocess.run(
-        [sys.executable, "-m", "mechuri", "chat", "--model", str(converted), "--adapter", str(adapter_dirs[1]),
+        [sys.executable, "-m", "mechuri", "chat", "--model", str(converted), "--adapter", str(polyglot_adapters[1]),
          "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'llama.db'}", "--seed", "5"],
         input="매운 요리 추천해줘\n다른 거\n더 가벼운 거 없어?\n", capture_output=True, text=True, timeout=200,
         env={**cli_env(), "MECHURI_QUANTIZATION": "gguf", "MECHURI_MAX_BATCH_SIZE": "2"}, cwd=tmp_path)
@@ -264,12 +254,12 @@ def long_requests(n: int, new_tokens: int = 60) -> list[GenerationRequest]:
                               temperature=1.0, max_new_tokens=new_tokens, stop=()) for i, q in enumerate(QUESTIONS[:n])]
 
 
-async def test_shared_kv_pool_waits_for_room_and_never_fails(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+async def test_shared_kv_pool_waits_for_room_and_never_fails(converted: Path, polyglot_adapters: tuple[Path, Path]) -> None:
     """`kv_unified`: three slots share a 1,024-token pool (one context). Three long prompts do not fit it together
     (llama.cpp alone would fail every running request with "Context size has been exceeded"): they wait their turn,
     none fails and none is cut (each ends at EOS or at its max_new_tokens), and one request may still use the
     model's whole context."""
-    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=3, threads=1, kv_tokens=1024, kv_unified=True)
+    gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=3, threads=1, kv_tokens=1024, kv_unified=True)
     reqs = long_requests(3)
     try:
         assert gen.info().max_context == 1024
@@ -285,10 +275,10 @@ async def test_shared_kv_pool_waits_for_room_and_never_fails(converted: Path, ad
         await gen.close()
 
 
-async def test_kv_tokens_split_between_slots(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+async def test_kv_tokens_split_between_slots(converted: Path, polyglot_adapters: tuple[Path, Path]) -> None:
     """By default each slot gets its share of `kv_tokens`, and that is the context prompts are trimmed to; seeds
     reproduce their answers alone and together, as with a whole context per slot."""
-    gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1, kv_tokens=1024)
+    gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=2, threads=1, kv_tokens=1024)
     reqs = long_requests(2, new_tokens=150)
     try:
         assert gen.info().max_context == 512 and gen._kv is None
@@ -300,13 +290,13 @@ async def test_kv_tokens_split_between_slots(converted: Path, adapter_dirs: tupl
         await gen.close()
 
 
-async def test_q8_kv_cache_keeps_greedy_answers(converted: Path, adapter_dirs: tuple[Path, Path]) -> None:
+async def test_q8_kv_cache_keeps_greedy_answers(converted: Path, polyglot_adapters: tuple[Path, Path]) -> None:
     """K/V in q8_0 halves the pool's memory; greedy answers stay those of f16 K/V on the tiny model."""
     reqs = [GenerationRequest(prompt(q), seed=0, temperature=0.0, repetition_penalty=1.0, max_new_tokens=40)
             for q in QUESTIONS]
     texts = {}
     for kind in ("f16", "q8_0"):
-        gen = LlamaCppGenerator(converted, adapter=adapter_dirs[0], slots=2, threads=1, kv_type=kind)
+        gen = LlamaCppGenerator(converted, adapter=polyglot_adapters[0], slots=2, threads=1, kv_type=kind)
         texts[kind] = await _texts(gen, reqs)
         await gen.close()
     assert texts["q8_0"] == texts["f16"]

@@ -112,15 +112,7 @@ class Generator:
         return GenerationStream(job)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        stream = self.stream(request)
-        try:
-            async for _ in stream:
-                pass
-        except asyncio.CancelledError:
-            await stream.aclose()
-            raise
-        assert stream.result is not None
-        return stream.result
+        return await self.stream(request).to_end()
 
     async def reload_adapter(self, path: str | Path) -> AdapterInfo:
         """Load the adapter at `path` beside the current one and swap it in between requests."""

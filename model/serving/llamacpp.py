@@ -186,15 +186,7 @@ class LlamaCppGenerator:
         return GenerationStream(job)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        stream = self.stream(request)
-        try:
-            async for _ in stream:
-                pass
-        except asyncio.CancelledError:
-            await stream.aclose()
-            raise
-        assert stream.result is not None
-        return stream.result
+        return await self.stream(request).to_end()
 
     async def reload_adapter(self, path: str | Path) -> AdapterInfo:
         """Start a server with the adapter at `path`; new requests go to it, running ones finish on the old."""

@@ -50,6 +50,17 @@ class GenerationStream(AsyncIterator[str]):
     async def aclose(self) -> None:
         self._job.cancelled = True
 
+    async def to_end(self) -> GenerationResult:
+        """The whole generation (each engine's `generate`); a cancelled caller stops the job too."""
+        try:
+            async for _ in self:
+                pass
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        assert self.result is not None
+        return self.result
+
 
 def settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
     """Resolve `future` from the loop's thread, unless it was resolved (or cancelled) already."""
