@@ -127,19 +127,18 @@ def test_a_rejected_token_is_reported_without_the_token(tmp_path: Path) -> None:
     assert "TELEGRAM_BOT_TOKEN" in log and TOKEN not in log and TOKEN.split(":")[1] not in log
 
 
-@pytest.mark.timeout(180)
-def test_mechuri_bot_on_the_tiny_model_answers_and_reloads(
-    tmp_path: Path, tiny_model_dir: Path, tiny_adapter_dir: Path
-) -> None:
+def bot_answers_and_reloads(tmp_path: Path, model_env: dict[str, str], adapter: Path, name: str,
+                            wait_s: float = 30.0) -> tuple[list[str], list[tuple], str]:
+    """`mechuri bot` on a model: a user's question, an admin's /reload of `adapter` (as `name`) and of a broken
+    adapter, then /status. Returns the admin's messages, the stored turns and the bot's log."""
     db = fresh_db(tmp_path)
     adapters = tmp_path / "adapters"
     adapters.mkdir()
-    shutil.copytree(tiny_adapter_dir, adapters / "spicy")  # a symlink out of the folder would be refused
+    shutil.copytree(adapter, adapters / name)  # a symlink out of the folder would be refused
     (adapters / "broken").mkdir()
     (adapters / "broken" / "adapter_config.json").write_text("{ not json")
     api = FakeBotAPI()
-    env = {"MECHURI_MODEL_BASE": str(tiny_model_dir), "MECHURI_QUANTIZATION": "none",
-           "MECHURI_ADAPTERS_DIR": str(adapters), "MECHURI_MAX_NEW_TOKENS": "24", "HF_HUB_OFFLINE": "1"}
+    env = {**model_env, "MECHURI_ADAPTERS_DIR": str(adapters), "MECHURI_MAX_NEW_TOKENS": "24", "HF_HUB_OFFLINE": "1"}
 
     def admin_texts() -> list[str]:
         return [m["text"] for m in api.chat_messages(ADMIN)]
@@ -150,17 +149,26 @@ def test_mechuri_bot_on_the_tiny_model_answers_and_reloads(
         try:
             bot.wait_for(lambda: bool(api.calls_to("getUpdates")), "polling to start", timeout=120)
             api.push_update(api.message_update(1, 11, "매운 요리 추천해줘"))
-            bot.wait_for(lambda: len(keyboard_messages(api, 1)) == 1, "the tiny model's answer")
-            for count, name in ((2, "spicy"), (4, "broken")):
-                api.push_update(api.message_update(ADMIN, ADMIN, f"/reload {name}"))
-                bot.wait_for(lambda count=count: len(admin_texts()) == count, f"the reload report for {name}")
+            bot.wait_for(lambda: len(keyboard_messages(api, 1)) == 1, "the model's answer", timeout=wait_s)
+            for count, adapter_name in ((2, name), (4, "broken")):
+                api.push_update(api.message_update(ADMIN, ADMIN, f"/reload {adapter_name}"))
+                bot.wait_for(lambda count=count: len(admin_texts()) == count, f"the reload report for {adapter_name}",
+                             timeout=wait_s)
             api.push_update(api.message_update(ADMIN, ADMIN, "/status"))
             bot.wait_for(lambda: len(admin_texts()) == 5, "the status")
         finally:
             log = bot.stop()
     assert bot.process.returncode == 0, log
-    reports = admin_texts()
+    return admin_texts(), all_turns(db), log
+
+
+@pytest.mark.timeout(180)
+def test_mechuri_bot_on_the_tiny_model_answers_and_reloads(
+    tmp_path: Path, tiny_model_dir: Path, tiny_adapter_dir: Path
+) -> None:
+    reports, turns, log = bot_answers_and_reloads(
+        tmp_path, {"MECHURI_MODEL_BASE": str(tiny_model_dir), "MECHURI_QUANTIZATION": "none"}, tiny_adapter_dir, "spicy")
     assert "준비 완료" in reports[1] and "불러오지 못했어요" in reports[3] and "'spicy'" in reports[3], reports
     assert "어댑터: spicy" in reports[4] and "양자화: none" in reports[4], reports[4]
-    assert [t[1] for t in all_turns(db)] == ["user", "assistant"] and all_turns(db)[1][3] == "ok"
+    assert [t[1] for t in turns] == ["user", "assistant"] and turns[1][3] == "ok"
     assert TOKEN not in log

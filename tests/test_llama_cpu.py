@@ -308,42 +308,10 @@ def test_mechuri_bot_answers_and_reloads_on_llama_cpp(converted: Path, polyglot_
     """`mechuri bot` (the real PTB Application, against the fake Bot API) on MECHURI_QUANTIZATION=gguf: a user is
     answered with the buttons, an admin's /reload of a PEFT adapter is served by a second llama.cpp server, a broken
     adapter keeps the serving one, and /status names the path."""
-    import shutil
+    from test_bot_e2e import bot_answers_and_reloads
 
-    from bot_fixtures import all_turns, fresh_db
-    from fake_bot_api import FakeBotAPI, FakeBotServer
-    from test_bot_e2e import ADMIN, BotProcess, bot_env, keyboard_messages
-
-    db = fresh_db(tmp_path)
-    adapters = tmp_path / "adapters"
-    adapters.mkdir()
-    shutil.copytree(polyglot_adapters[1], adapters / "mild")
-    (adapters / "broken").mkdir()
-    (adapters / "broken" / "adapter_config.json").write_text("{ not json")
-    api = FakeBotAPI()
-    env = {"MECHURI_MODEL_BASE": str(converted), "MECHURI_QUANTIZATION": "gguf", "MECHURI_ADAPTERS_DIR": str(adapters),
-           "MECHURI_MAX_NEW_TOKENS": "24", "MECHURI_MAX_BATCH_SIZE": "2", "HF_HUB_OFFLINE": "1"}
-
-    def admin_texts() -> list[str]:
-        return [m["text"] for m in api.chat_messages(ADMIN)]
-
-    with FakeBotServer(api) as server:
-        bot = BotProcess([str(REPO / ".venv" / "bin" / "mechuri"), "bot"], tmp_path, bot_env(server, db, **env),
-                         tmp_path / "log")
-        try:
-            bot.wait_for(lambda: bool(api.calls_to("getUpdates")), "polling to start", timeout=120)
-            api.push_update(api.message_update(1, 11, "매운 요리 추천해줘"))
-            bot.wait_for(lambda: len(keyboard_messages(api, 1)) == 1, "the answer", timeout=60)
-            for count, name in ((2, "mild"), (4, "broken")):
-                api.push_update(api.message_update(ADMIN, ADMIN, f"/reload {name}"))
-                bot.wait_for(lambda count=count: len(admin_texts()) == count, f"the reload report for {name}",
-                             timeout=60)
-            api.push_update(api.message_update(ADMIN, ADMIN, "/status"))
-            bot.wait_for(lambda: len(admin_texts()) == 5, "the status")
-        finally:
-            log = bot.stop()
-    assert bot.process.returncode == 0, log
-    reports = admin_texts()
+    model = {"MECHURI_MODEL_BASE": str(converted), "MECHURI_QUANTIZATION": "gguf", "MECHURI_MAX_BATCH_SIZE": "2"}
+    reports, turns, _ = bot_answers_and_reloads(tmp_path, model, polyglot_adapters[1], "mild", wait_s=60)
     assert "준비 완료" in reports[1] and "불러오지 못했어요" in reports[3] and "'mild'" in reports[3], reports
     assert "어댑터: mild" in reports[4] and "양자화: gguf" in reports[4], reports[4]
-    assert [t[1] for t in all_turns(db)] == ["user", "assistant"] and all_turns(db)[1][3] == "ok"
+    assert [t[1] for t in turns] == ["user", "assistant"] and turns[1][3] == "ok"
